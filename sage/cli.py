@@ -1,0 +1,183 @@
+"""The ``sage`` command line.
+
+Every sub-command that touches a catalog takes ``--catalog PATH`` (default: the bundled sample catalog,
+``catalogs/sample``). Errors a user can fix (bad config key, malformed file, missing catalog) are
+printed as one clear message with exit code 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from sage.data.sample import DEFAULT_CATALOG
+
+console = Console()
+
+
+class UserError(Exception):
+    """An error caused by the user's input; printed without a traceback."""
+
+
+# -- catalog ---------------------------------------------------------------------------------------
+
+
+def _cmd_catalog_build(args: argparse.Namespace) -> int:
+    from sage.data.sample import build_sample_catalog
+
+    with console.status("building the sample catalog from catalogs/raw ..."):
+        result = build_sample_catalog(args.catalog, force=args.force)
+    console.print(result.summary())
+    return 0
+
+
+def _cmd_catalog_info(args: argparse.Namespace) -> int:
+    from sage.data.catalog_info import describe_catalog
+
+    table = Table(title=f"catalog {args.catalog}")
+    for col in ("data type", "identifier", "rows", "first", "last"):
+        table.add_column(col)
+    for row in describe_catalog(args.catalog):
+        table.add_row(row.data_type, row.identifier, f"{row.rows:,d}", row.first, row.last)
+    console.print(table)
+    return 0
+
+
+def _cmd_catalog_synthetic(args: argparse.Namespace) -> int:
+    from sage.data.synthetic import SyntheticMarketConfig, write_synthetic_catalog
+
+    config = SyntheticMarketConfig(seed=args.seed, n_bars=args.bars)
+    started = time.perf_counter()
+    with console.status(f"generating {args.bars:,d} synthetic bars (seed {args.seed}) ..."):
+        summary = write_synthetic_catalog(args.catalog, config, with_ticks=args.ticks)
+    console.print(f"synthetic market written to {args.catalog} in {time.perf_counter() - started:.1f} s")
+    for key, value in summary.items():
+        console.print(f"  {key}: {value}")
+    return 0
+
+
+# -- backtests -------------------------------------------------------------------------------------
+
+
+def _print_outcome(outcome) -> None:  # noqa: ANN001 - BacktestOutcome, imported lazily
+    result = outcome.result
+    console.print(
+        f"run {result.run_id}: {result.iterations:,d} iterations, {result.total_orders:,d} orders, "
+        f"{result.total_positions:,d} positions, {result.elapsed_time:.2f} s"
+    )
+    for currency, stats in result.stats_pnls.items():
+        table = Table(title=f"PnL statistics ({currency})")
+        table.add_column("statistic")
+        table.add_column("value", justify="right")
+        for name, value in stats.items():
+            table.add_row(name, f"{value:,.4f}" if isinstance(value, float) else str(value))
+        console.print(table)
+    table = Table(title="Returns statistics")
+    table.add_column("statistic")
+    table.add_column("value", justify="right")
+    for name, value in result.stats_returns.items():
+        table.add_row(name, f"{value:,.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+    for venue, report in outcome.account.items():
+        if len(report):
+            last = report.iloc[-1]
+            console.print(f"{venue} final balance: {last['total']} {last['currency']}")
+
+
+def _run_config(config_path: Path, catalog: Path) -> int:
+    from sage.nodes.backtest import load_backtest_config, run_backtest
+
+    if not catalog.exists():
+        raise UserError(f"catalog {catalog} does not exist (build it with `sage catalog build`)")
+    config = load_backtest_config(config_path, catalog=catalog)
+    with console.status(f"running {config_path.name} on {catalog} ..."):
+        outcome = run_backtest(config)
+    _print_outcome(outcome)
+    return 0
+
+
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    return _run_config(Path(args.config), Path(args.catalog))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sage.data.sample import build_sample_catalog
+
+    catalog = Path(args.catalog)
+    if catalog.resolve() == DEFAULT_CATALOG.resolve():
+        console.print(build_sample_catalog(catalog).summary())
+    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+    return _run_config(config, catalog)
+
+
+# -- parser ----------------------------------------------------------------------------------------
+
+
+def _add_catalog(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--catalog",
+        type=Path,
+        default=DEFAULT_CATALOG,
+        help=f"ParquetDataCatalog directory (default: {DEFAULT_CATALOG})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sage", description="Regime-aware trading components for NautilusTrader")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    catalog = sub.add_parser("catalog", help="build, inspect and extend Parquet data catalogs")
+    catalog_sub = catalog.add_subparsers(dest="catalog_command", required=True)
+
+    build = catalog_sub.add_parser("build", help="build the sample catalog from catalogs/raw")
+    _add_catalog(build)
+    build.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    build.set_defaults(func=_cmd_catalog_build)
+
+    info = catalog_sub.add_parser("info", help="list what a catalog holds")
+    _add_catalog(info)
+    info.set_defaults(func=_cmd_catalog_info)
+
+    synth = catalog_sub.add_parser("synthetic", help="write a synthetic regime-switching market")
+    _add_catalog(synth)
+    synth.add_argument("--bars", type=int, default=100_000, help="number of 1-minute bars (default 100000)")
+    synth.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    synth.add_argument("--ticks", action="store_true", help="also write trade ticks")
+    synth.set_defaults(func=_cmd_catalog_synthetic)
+
+    backtest = sub.add_parser("backtest", help="run a BacktestRunConfig YAML with a BacktestNode")
+    backtest.add_argument("config", type=Path, help="YAML config (see configs/)")
+    _add_catalog(backtest)
+    backtest.set_defaults(func=_cmd_backtest)
+
+    demo = sub.add_parser("demo", help="build the sample catalog if needed and run the demo backtest")
+    _add_catalog(demo)
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
+    except (ValueError, FileNotFoundError) as exc:
+        # sage's own error classes (ConfigError, IngestError, ...) carry a message meant for the user.
+        if type(exc).__module__.startswith("sage.") or isinstance(exc, FileNotFoundError):
+            console.print(f"[red]error:[/red] {exc}")
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())
