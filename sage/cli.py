@@ -55,7 +55,7 @@ def _cmd_catalog_synthetic(args: argparse.Namespace) -> int:
     config = SyntheticMarketConfig(seed=args.seed, n_bars=args.bars)
     started = time.perf_counter()
     with console.status(f"generating {args.bars:,d} synthetic bars (seed {args.seed}) ..."):
-        summary = write_synthetic_catalog(args.catalog, config, with_ticks=args.ticks)
+        summary = write_synthetic_catalog(args.catalog, config, with_ticks=args.ticks, overwrite=args.overwrite)
     console.print(f"synthetic market written to {args.catalog} in {time.perf_counter() - started:.1f} s")
     for key, value in summary.items():
         console.print(f"  {key}: {value}")
@@ -149,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--bars", type=int, default=100_000, help="number of 1-minute bars (default 100000)")
     synth.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     synth.add_argument("--ticks", action="store_true", help="also write trade ticks")
+    synth.add_argument("--overwrite", action="store_true", help="replace an existing synthetic market there")
     synth.set_defaults(func=_cmd_catalog_synthetic)
 
     backtest = sub.add_parser("backtest", help="run a BacktestRunConfig YAML with a BacktestNode")
@@ -171,9 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         console.print(f"[red]error:[/red] {exc}")
         return 2
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
         # sage's own error classes (ConfigError, IngestError, ...) carry a message meant for the user.
-        if type(exc).__module__.startswith("sage.") or isinstance(exc, FileNotFoundError):
+        if type(exc).__module__.startswith("sage.") or isinstance(exc, (FileNotFoundError, FileExistsError)):
             console.print(f"[red]error:[/red] {exc}")
             return 2
         raise

@@ -9,9 +9,11 @@ Model (see ``docs/synthetic.md`` for the full description and the default number
 * The regime follows a discrete-time Markov chain over :class:`~sage.data.regimes.Regime`, one step per
   bar. Its transition matrix is derived from each regime's expected duration (diagonal ``1 - 1/D``,
   the leaving probability split evenly over the other three regimes) or given explicitly.
-* The log price moves by ``drift - mean_reversion * (x - anchor) + volatility * N(0, 1)`` per bar, where
-  ``anchor`` is the log price at which the current regime run began (only matters when
-  ``mean_reversion > 0``, i.e. SIDEWAYS by default).
+* The log price moves by ``drift - mean_reversion * (x - anchor) - level_pull * (x - x0)
+  + volatility * N(0, 1)`` per bar, where ``anchor`` is the log price at which the current regime run
+  began (only matters when ``mean_reversion > 0``, i.e. SIDEWAYS by default) and ``level_pull`` is a
+  weak regime-independent pull to the initial price (``level_half_life``) that keeps million-bar
+  markets in a sensible price range.
 * High/low are the extremes of a Brownian bridge between the bar's open and close with the regime's
   volatility (each sampled exactly from its marginal distribution).
 * Volume is lognormal around the regime's mean volume.
@@ -42,7 +44,7 @@ import pyarrow.parquet as pq
 from nautilus_trader.model.currencies import USD
 from nautilus_trader.model.data import Bar, BarType, TradeTick
 from nautilus_trader.model.enums import AssetClass
-from nautilus_trader.model.identifiers import InstrumentId, Symbol
+from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.model.instruments import FuturesContract, Instrument
 from nautilus_trader.model.objects import Price, Quantity
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
@@ -70,6 +72,10 @@ SELLER: int = 2
 #: Objects per ``catalog.write_data`` call; bounds peak memory (a Nautilus object is ~100-200 bytes) and
 #: gives one parquet file per chunk.
 WRITE_CHUNK: int = 250_000
+
+#: Rows of uniforms drawn per ``Generator.random`` call; bounds the transient memory of the draws
+#: (the stream is the same as one big draw, so this does not affect the output).
+_DRAW_ROWS: int = 1_000_000
 
 _NS_PER_UNIT: tuple[tuple[int, str], ...] = (
     (86_400_000_000_000, "DAY"),
@@ -145,7 +151,7 @@ DEFAULT_VOLATILE = RegimeParams(drift=0.0, volatility=1.2e-3, volume_mean=2500.0
 def _parse_start_ns(start: int | str) -> int:
     """UTC nanoseconds of ``start``; naive ISO strings are taken as UTC."""
     if isinstance(start, bool):
-        raise ValueError(f"start must be UTC nanoseconds or an ISO-8601 string, got {start!r}")
+        raise TypeError(f"start must be UTC nanoseconds or an ISO-8601 string, got {start!r}")
     if isinstance(start, int):
         if start < 0:
             raise ValueError(f"start must be >= 0 ns since the UNIX epoch, got {start}")
@@ -246,6 +252,13 @@ class SyntheticMarketConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Regime of the first bar (default None = drawn from the chain's stationary distribution, so
     statistics carry no start-up bias)."""
 
+    level_half_life: float | None = 100_000.0
+    """Half-life in bars of a weak pull of the log price back to ``log(initial_price)`` (default 100,000
+    bars, ~69 days of minutes; None = pure random walk). Why: without it a million-bar market wanders by
+    factors of e^+-2 (4000 -> 400, where a 0.25 tick is coarser than a bar's move). The pull adds
+    ``-ln2/half_life * (x - log(initial_price))`` to every bar's drift: ~7e-6 per unit of log deviation,
+    ~2e-6 at the typical deviation of ~0.27, against regime drifts of 3e-5 to 4e-5."""
+
     volume_dispersion: float = 0.5
     """Sigma of the lognormal bar-volume noise (default 0.5, i.e. ~50 % bar-to-bar volume variation)."""
 
@@ -277,11 +290,20 @@ class SyntheticMarketConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.transition_matrix is not None:
             validate_transition_matrix(self.transition_matrix)
         if self.initial_regime is not None and self.initial_regime not in range(N_REGIMES):
-            raise ValueError(f"initial_regime must be one of 0..{N_REGIMES - 1} or None, got {self.initial_regime}")
+            raise ValueError(
+                f"initial_regime must be one of 0..{N_REGIMES - 1} or None, got {self.initial_regime}"
+            )
+        if self.level_half_life is not None and not (
+            np.isfinite(self.level_half_life) and self.level_half_life >= 1.0
+        ):
+            # Shorter half-lives make the pull overshoot (and, with strong mean reversion, explode).
+            raise ValueError(f"level_half_life must be >= 1 bar or None, got {self.level_half_life}")
         if not (np.isfinite(self.volume_dispersion) and self.volume_dispersion >= 0.0):
             raise ValueError(f"volume_dispersion must be >= 0, got {self.volume_dispersion}")
         if self.trades_per_bar < 4:
-            raise ValueError(f"trades_per_bar must be >= 4 (open, high, low, close), got {self.trades_per_bar}")
+            raise ValueError(
+                f"trades_per_bar must be >= 4 (open, high, low, close), got {self.trades_per_bar}"
+            )
         try:
             InstrumentId.from_str(self.instrument_id)
         except Exception as exc:  # Nautilus raises ValueError with a terse message
@@ -366,6 +388,7 @@ def _simulate_path(
     vol: np.ndarray,
     reversion: np.ndarray,
     x0: float,
+    level_pull: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Regime chain and log close path; sequential because of the chain and the anchored reversion."""
     n = u.shape[0]
@@ -383,7 +406,7 @@ def _simulate_path(
             if nxt != s:
                 anchor = prev
             s = nxt
-        prev = prev + drift[s] - reversion[s] * (prev - anchor) + vol[s] * eps[t]
+        prev = prev + drift[s] - reversion[s] * (prev - anchor) - level_pull * (prev - x0) + vol[s] * eps[t]
         states[t] = s
         x[t] = prev
     return states, x
@@ -397,24 +420,33 @@ def _layout_trades(
     closes: np.ndarray,
     volumes: np.ndarray,
     counts: np.ndarray,
-    first: np.ndarray,
     bar_open_ns: np.ndarray,
-    u_bar: np.ndarray,
-    offsets: np.ndarray,
-    weights: np.ndarray,
-    noise: np.ndarray,
+    interval_ns: int,
+    u: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bar trade times, (unrounded) prices and integer sizes; see :func:`generate_trades`."""
-    total = offsets.shape[0]
+    """Per-bar trade times, (unrounded) prices and integer sizes; see :func:`generate_trades`.
+
+    ``u`` holds one row of uniforms per bar: 3 for the extremes' slots and order, then ``K`` each for
+    the trade times, the size weights and the price jitter (``K`` = the row's trades-per-bar cap);
+    a bar with ``k < K`` trades uses the first ``k`` of each group.
+    """
+    n = counts.shape[0]
+    cap = (u.shape[1] - 3) // 3
+    total = 0
+    for b in range(n):
+        total += counts[b]
     ts = np.empty(total, dtype=np.int64)
     px = np.empty(total, dtype=np.float64)
     size = np.empty(total, dtype=np.float64)
     pos = np.empty(4, dtype=np.int64)
     anchor_px = np.empty(4, dtype=np.float64)
-    for b in range(counts.shape[0]):
+    offs = np.empty(cap, dtype=np.int64)
+    s0 = 0
+    for b in range(n):
         k = counts[b]
-        s0 = first[b]
-        sorted_off = np.sort(offsets[s0 : s0 + k])
+        for j in range(k):
+            offs[j] = 1 + np.int64(u[b, 3 + j] * (interval_ns - 1))
+        sorted_off = np.sort(offs[:k])
         for j in range(k):
             ts[s0 + j] = bar_open_ns[b] + sorted_off[j]
 
@@ -424,12 +456,12 @@ def _layout_trades(
         c = closes[b]
         span = h - lo
         # Two distinct interior slots for the extremes.
-        i1 = 1 + int(u_bar[b, 0] * (k - 2))
-        i2 = 1 + int(u_bar[b, 1] * (k - 3))
+        i1 = 1 + int(u[b, 0] * (k - 2))
+        i2 = 1 + int(u[b, 1] * (k - 3))
         if i2 >= i1:
             i2 += 1
         p_low_first = 0.5 if span <= 0.0 else 0.5 + 0.5 * (c - o) / span
-        low_first = u_bar[b, 2] < p_low_first
+        low_first = u[b, 2] < p_low_first
         e_first = lo if low_first else h
         e_second = h if low_first else lo
         pos[0] = 0
@@ -454,22 +486,25 @@ def _layout_trades(
                 p = e_second
             else:
                 frac = (j - pos[seg]) / (pos[seg + 1] - pos[seg])
-                p = anchor_px[seg] + frac * (anchor_px[seg + 1] - anchor_px[seg]) + 0.1 * span * noise[s0 + j]
+                jitter = 0.1 * span * (2.0 * u[b, 3 + 2 * cap + j] - 1.0)
+                p = anchor_px[seg] + frac * (anchor_px[seg + 1] - anchor_px[seg]) + jitter
                 p = min(max(p, lo), h)
             px[s0 + j] = p
 
-        # Integer sizes >= 1 summing to the bar volume: cut the surplus at random cumulative shares.
+        # Integer sizes >= 1 summing to the bar volume: cut the surplus at random cumulative shares
+        # (exponential weights, i.e. a uniformly random split of the surplus).
         extra = volumes[b] - k
         wsum = 0.0
         for j in range(k):
-            wsum += weights[s0 + j]
+            wsum += -np.log1p(-u[b, 3 + cap + j])
         acc = 0.0
         prev_cut = 0.0
         for j in range(k):
-            acc += weights[s0 + j]
-            cut = extra if j == k - 1 else np.floor(extra * acc / wsum)
+            acc += -np.log1p(-u[b, 3 + cap + j])
+            cut = extra if j == k - 1 or wsum <= 0.0 else np.floor(extra * acc / wsum)
             size[s0 + j] = 1.0 + cut - prev_cut
             prev_cut = cut
+        s0 += k
     return ts, px, size
 
 
@@ -502,6 +537,14 @@ def _close_index(config: SyntheticMarketConfig, n: int) -> pd.DatetimeIndex:
     return pd.DatetimeIndex(ts.view("datetime64[ns]"), name="ts_event").tz_localize("UTC")
 
 
+def _standard_normals(u1: np.ndarray, u2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent N(0, 1) arrays from two uniform arrays (Box-Muller), so normals can come from
+    the same per-bar row of uniforms as everything else (see :func:`generate_bars` on prefixes)."""
+    radius = np.sqrt(-2.0 * np.log1p(-u1))
+    angle = 2.0 * np.pi * u2
+    return radius * np.cos(angle), radius * np.sin(angle)
+
+
 def generate_bars(config: SyntheticMarketConfig) -> pd.DataFrame:
     """OHLCV bars with the true regime of each bar.
 
@@ -509,6 +552,9 @@ def generate_bars(config: SyntheticMarketConfig) -> pd.DataFrame:
     float64 ``open, high, low, close, volume`` (prices on the tick grid, volume whole contracts
     >= :data:`MIN_BAR_VOLUME`) and int8 ``regime`` (:class:`Regime` codes). ``open`` equals the
     previous ``close`` (continuous market, no gaps); the first open is ``initial_price`` on the grid.
+
+    Random numbers are drawn as one row of uniforms per bar, so a config with more bars and otherwise
+    the same fields *extends* the shorter market: its first ``n`` bars are bitwise identical.
     """
     n = config.n_bars
     params = config.regimes
@@ -519,13 +565,21 @@ def generate_bars(config: SyntheticMarketConfig) -> pd.DataFrame:
     p = config.transitions()
 
     rng = np.random.Generator(np.random.PCG64(config.seed))
-    # Draw order is part of the reproducibility contract: do not reorder.
+    # Draw layout is part of the reproducibility contract: one scalar, then per bar
+    # (chain, high, low, normal-1, normal-2), in row blocks (same stream as a single draw).
     u0 = rng.random()
-    u_chain = rng.random(n)
-    eps = rng.standard_normal(n)
-    u_high = rng.random(n)
-    u_low = rng.random(n)
-    z_volume = rng.standard_normal(n)
+    u_chain = np.empty(n)
+    u_high = np.empty(n)
+    u_low = np.empty(n)
+    eps = np.empty(n)
+    z_volume = np.empty(n)
+    for lo in range(0, n, _DRAW_ROWS):
+        hi = min(lo + _DRAW_ROWS, n)
+        block = rng.random((hi - lo, 5))
+        u_chain[lo:hi] = block[:, 0]
+        u_high[lo:hi] = block[:, 1]
+        u_low[lo:hi] = block[:, 2]
+        eps[lo:hi], z_volume[lo:hi] = _standard_normals(block[:, 3], block[:, 4])
 
     if config.initial_regime is None:
         s0 = int(np.searchsorted(np.cumsum(stationary_distribution(p)), u0, side="right"))
@@ -540,7 +594,8 @@ def generate_bars(config: SyntheticMarketConfig) -> pd.DataFrame:
         cum_p[i, last:] = 1.0
 
     x0 = float(np.log(config.initial_price))
-    states, x = _simulate_path(cum_p, s0, u_chain, eps, drift, vol, reversion, x0)
+    level_pull = 0.0 if config.level_half_life is None else float(np.log(2.0) / config.level_half_life)
+    states, x = _simulate_path(cum_p, s0, u_chain, eps, drift, vol, reversion, x0, level_pull)
 
     tick = float(config.price_tick)
     dec = config.price_precision
@@ -550,7 +605,7 @@ def generate_bars(config: SyntheticMarketConfig) -> pd.DataFrame:
     open_[1:] = close[:-1]
 
     # Brownian-bridge extremes in log space: P(max > m) = exp(-2 (m - a)(m - b) / s^2) for m >= max(a, b),
-    # inverted exactly; 1 - U keeps log() away from 0.
+    # inverted exactly (log1p(-u) = log(1 - u) stays finite for u in [0, 1)).
     a = np.empty(n)
     a[0] = x0
     a[1:] = x[:-1]
@@ -580,10 +635,13 @@ def generate_trades(config: SyntheticMarketConfig, bars: pd.DataFrame | None = N
     inside ``(close_time - interval, close_time)``; the first trade is at the open, the last at the
     close, two interior trades touch the high and the low (the low first with probability
     ``0.5 + 0.5 (close - open) / (high - low)``, as an up bar more likely dipped early), the rest lie on
-    the straight path between those points plus noise of 0.1 x the bar range, clipped to [low, high] and
-    rounded to the tick. Sizes are integers >= 1 summing to the bar volume. The aggressor side follows
-    the tick rule (up-tick buyer, down-tick seller, zero-tick repeats). ``bars`` defaults to
-    ``generate_bars(config)``; pass it to avoid regenerating.
+    the straight path between those points plus uniform jitter of up to 0.1 x the bar range, clipped to
+    [low, high] and rounded to the tick. Sizes are integers >= 1 summing to the bar volume. The aggressor
+    side follows the tick rule (up-tick buyer, down-tick seller, zero-tick repeats the last side).
+    ``bars`` defaults to ``generate_bars(config)``; pass it to avoid regenerating.
+
+    Uses its own random stream (``SeedSequence(seed, spawn_key=(1,))``) with one row of uniforms per
+    bar, so ticks never change the bars and a longer market's ticks extend a shorter one's.
 
     Returns a frame indexed by UTC ``ts_event`` with float64 ``price``, float64 ``size`` (whole
     contracts), uint8 ``aggressor_side`` (Nautilus ``AggressorSide``: 1 buyer, 2 seller) and int8
@@ -593,40 +651,44 @@ def generate_trades(config: SyntheticMarketConfig, bars: pd.DataFrame | None = N
         bars = generate_bars(config)
     if bars.empty:
         raise ValueError("bars is empty")
+    if not isinstance(bars.index, pd.DatetimeIndex):
+        raise TypeError("bars must be indexed by bar close time (a DatetimeIndex), as generate_bars returns")
     volume = bars["volume"].to_numpy(dtype=np.float64)
     if np.any(volume < MIN_BAR_VOLUME) or np.any(volume != np.rint(volume)):
         raise ValueError(f"bar volumes must be whole numbers >= {MIN_BAR_VOLUME} to be split into trades")
     n = len(bars)
-    counts = np.minimum(volume, config.trades_per_bar).astype(np.int64)
-    first = np.zeros(n, dtype=np.int64)
-    np.cumsum(counts[:-1], out=first[1:])
-    total = int(counts.sum())
-    close_ns = bars.index.asi8 if isinstance(bars.index, pd.DatetimeIndex) else np.asarray(bars.index)
-    bar_open_ns = np.asarray(close_ns, dtype=np.int64) - config.bar_interval_ns
+    cap = int(config.trades_per_bar)
+    counts = np.minimum(volume, cap).astype(np.int64)
+    bar_open_ns = bars.index.as_unit("ns").asi8 - config.bar_interval_ns
+    cols = [bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")]
 
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(config.seed, spawn_key=(1,))))
-    # Draw order is part of the reproducibility contract: do not reorder.
-    u_bar = rng.random((n, 3))
-    offsets = rng.integers(1, config.bar_interval_ns, size=total, dtype=np.int64)
-    weights = rng.standard_exponential(total)
-    noise = rng.standard_normal(total)
+    # Draw layout is part of the reproducibility contract: one scalar, then one row per bar of
+    # 3 + 3 * trades_per_bar uniforms, drawn in row blocks to bound memory.
     first_side = BUYER if rng.random() < 0.5 else SELLER
-
-    ts, px, size = _layout_trades(
-        bars["open"].to_numpy(dtype=np.float64),
-        bars["high"].to_numpy(dtype=np.float64),
-        bars["low"].to_numpy(dtype=np.float64),
-        bars["close"].to_numpy(dtype=np.float64),
-        volume,
-        counts,
-        first,
-        bar_open_ns,
-        u_bar,
-        offsets,
-        weights,
-        noise,
+    rows = max(1, _DRAW_ROWS // (3 + 3 * cap))
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for lo in range(0, n, rows):
+        hi = min(lo + rows, n)
+        block = rng.random((hi - lo, 3 + 3 * cap))
+        parts.append(
+            _layout_trades(
+                cols[0][lo:hi],
+                cols[1][lo:hi],
+                cols[2][lo:hi],
+                cols[3][lo:hi],
+                volume[lo:hi],
+                counts[lo:hi],
+                bar_open_ns[lo:hi],
+                config.bar_interval_ns,
+                block,
+            )
+        )
+    ts = np.concatenate([part[0] for part in parts])
+    px = _to_grid(
+        np.concatenate([part[1] for part in parts]), float(config.price_tick), config.price_precision
     )
-    px = _to_grid(px, float(config.price_tick), config.price_precision)
+    size = np.concatenate([part[2] for part in parts])
     side = _tick_rule(px, first_side)
     regime = np.repeat(bars["regime"].to_numpy(dtype=np.int8), counts)
     index = pd.DatetimeIndex(ts.view("datetime64[ns]"), name="ts_event").tz_localize("UTC")
@@ -658,12 +720,16 @@ def regime_statistics(
     r = np.asarray(regimes).astype(np.int64)
     ret = np.asarray(bar_returns, dtype=np.float64)
     if r.ndim != 1 or ret.shape != r.shape:
-        raise ValueError(f"regimes and bar_returns must be 1-D of equal length, got {r.shape} and {ret.shape}")
+        raise ValueError(
+            f"regimes and bar_returns must be 1-D of equal length, got {r.shape} and {ret.shape}"
+        )
     if r.size and (r.min() < 0 or r.max() >= N_REGIMES):
         raise ValueError(f"regime codes must be in 0..{N_REGIMES - 1}")
     k = N_REGIMES
     bars_per = np.bincount(r, minlength=k)
-    counts = np.bincount(r[:-1] * k + r[1:], minlength=k * k).reshape(k, k) if r.size > 1 else np.zeros((k, k))
+    counts = (
+        np.bincount(r[:-1] * k + r[1:], minlength=k * k).reshape(k, k) if r.size > 1 else np.zeros((k, k))
+    )
     row = counts.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         trans = np.where(row > 0, counts / np.where(row > 0, row, 1), np.nan)
@@ -700,7 +766,9 @@ def regime_statistics(
             vol = np.asarray(volumes, dtype=np.float64)
             if vol.shape != r.shape:
                 raise ValueError(f"volumes must have the shape of regimes, got {vol.shape} vs {r.shape}")
-            out["volume_mean"] = np.bincount(r, weights=vol, minlength=k) / np.where(bars_per > 0, bars_per, np.nan)
+            out["volume_mean"] = np.bincount(r, weights=vol, minlength=k) / np.where(
+                bars_per > 0, bars_per, np.nan
+            )
     return out
 
 
@@ -713,8 +781,8 @@ def synthetic_instrument(
     multiplier: int = 1,
     margin_init: Decimal = Decimal("0.05"),
     margin_maint: Decimal = Decimal("0.04"),
-    maker_fee: Decimal = Decimal("0"),
-    taker_fee: Decimal = Decimal("0"),
+    maker_fee: Decimal = Decimal(0),
+    taker_fee: Decimal = Decimal(0),
 ) -> FuturesContract:
     """The synthetic contract as a Nautilus ``FuturesContract`` matching the generated prices.
 
@@ -747,7 +815,9 @@ def synthetic_instrument(
     )
 
 
-def synthetic_bar_type(config: SyntheticMarketConfig, instrument_id: InstrumentId | str | None = None) -> BarType:
+def synthetic_bar_type(
+    config: SyntheticMarketConfig, instrument_id: InstrumentId | str | None = None
+) -> BarType:
     """``<instrument>-<step>-<UNIT>-LAST-EXTERNAL`` for the config's interval, e.g.
     ``SYN.SIM-1-MINUTE-LAST-EXTERNAL``; the largest unit that divides the interval is used."""
     iid = str(instrument_id) if instrument_id is not None else config.instrument_id
@@ -762,8 +832,9 @@ def truth_path(catalog_path: str | os.PathLike[str], bar_type: BarType | str) ->
     return Path(catalog_path) / TRUTH_DIR / f"{urisafe_identifier(str(bar_type))}.parquet"
 
 
-def _write_truth(path: Path, ts_event: np.ndarray, regime: np.ndarray, config: SyntheticMarketConfig,
-                 bar_type: str) -> None:
+def _write_truth(
+    path: Path, ts_event: np.ndarray, regime: np.ndarray, config: SyntheticMarketConfig, bar_type: str
+) -> None:
     """Write the truth parquet atomically (temp file in the same directory, then ``os.replace``), so a
     reader never sees a half-written file and an interrupted write leaves the old one intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -822,7 +893,7 @@ def write_synthetic_catalog(
     :func:`truth_path`. Data are written in chunks of :data:`WRITE_CHUNK` objects (one parquet file each)
     to bound memory. Existing bars/ticks of this instrument raise ``FileExistsError`` unless
     ``overwrite`` (then they are deleted first), because mixing two generations would corrupt both the
-    data and the truth alignment.
+    data and the truth alignment; ``overwrite`` also replaces the stored instrument definition.
 
     Returns a summary: ``catalog_path, instrument_id, bar_type, n_bars, n_trades, regime_frequencies``
     (name -> share of bars), ``truth_path``, ``start``/``end`` (ISO) and ``seconds`` (wall time).
@@ -843,8 +914,18 @@ def write_synthetic_catalog(
     if existing and not overwrite:
         found = ", ".join(f"{cls.__name__} {ident}" for cls, ident in existing)
         raise FileExistsError(f"catalog {catalog_path} already holds {found}; pass overwrite=True to replace")
+    if overwrite:
+        # Also drop older definitions of the instrument (e.g. another start date), so the catalog
+        # holds exactly one definition matching the data.
+        existing.append((type(instrument), str(instrument.id)))
+    tpath = truth_path(catalog_path, bar_type)
+    if overwrite and tpath.exists():
+        # Drop the old truth first: an interrupted rewrite then leaves bars without truth, never bars
+        # next to the truth of a different generation.
+        tpath.unlink()
     for cls, ident in existing:
-        catalog.delete_data_range(cls, ident)
+        if catalog.get_intervals(cls, ident):
+            catalog.delete_data_range(cls, ident)
 
     bars = generate_bars(config)
     ts_event = bars.index.asi8.astype(np.uint64)
@@ -892,7 +973,6 @@ def write_synthetic_catalog(
             catalog.write_data(chunk_t)
             del chunk_t
 
-    tpath = truth_path(catalog_path, bar_type)
     _write_truth(tpath, bars.index.asi8, bars["regime"].to_numpy(), config, str(bar_type))
     freq = np.bincount(bars["regime"].to_numpy(), minlength=N_REGIMES) / len(bars)
     return {
