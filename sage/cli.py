@@ -18,7 +18,7 @@ from rich.table import Table
 
 from sage.data.sample import DEFAULT_CATALOG
 
-console = Console()
+console = Console(soft_wrap=True)  # long paths and report lines stay copy-pastable
 
 
 class UserError(Exception):
@@ -59,6 +59,31 @@ def _cmd_catalog_synthetic(args: argparse.Namespace) -> int:
     console.print(f"synthetic market written to {args.catalog} in {time.perf_counter() - started:.1f} s")
     for key, value in summary.items():
         console.print(f"  {key}: {value}")
+    return 0
+
+
+def _cmd_catalog_ingest(args: argparse.Namespace) -> int:
+    from sage.data.ingest import IngestConfig, ingest_file
+
+    if (args.bar_spec is None) == (not args.trades):
+        raise UserError("give exactly one of --bar-spec SPEC (OHLCV bars) or --trades (trade ticks)")
+    config = IngestConfig(
+        instrument_id=args.instrument,
+        trades=args.trades,
+        bar_spec=args.bar_spec,
+        kind=args.kind,
+        price_precision=args.price_precision,
+        size_precision=args.size_precision,
+        tick_size=args.tick_size,
+        multiplier=args.multiplier,
+        currency=args.currency,
+        tz=args.tz,
+        timestamp_is=args.timestamp_is,
+        drop_bad_rows=args.drop_bad_rows,
+    )
+    with console.status(f"validating {args.file} ..."):
+        report = ingest_file(args.file, args.catalog, config, dry_run=args.dry_run)
+    console.print(str(report), markup=False, highlight=False)
     return 0
 
 
@@ -152,6 +177,32 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--overwrite", action="store_true", help="replace an existing synthetic market there")
     synth.set_defaults(func=_cmd_catalog_synthetic)
 
+    ingest = catalog_sub.add_parser(
+        "ingest",
+        help="validate and add a user's OHLCV bars or trade ticks (CSV, CSV.gz or parquet)",
+        description="Validates the whole file first; a file with bad rows is refused with a report naming "
+        "rows and reasons (or, with --drop-bad-rows, those rows are dropped and counted). A refused or "
+        "failed ingest leaves the catalog exactly as it was. See docs/ingest.md.",
+    )
+    ingest.add_argument("file", type=Path, help="CSV, CSV.gz or parquet file")
+    _add_catalog(ingest)
+    ingest.add_argument("--instrument", required=True, help="instrument id, e.g. AAPL.XNAS or GBP/USD.SIM")
+    ingest.add_argument("--bar-spec", help="bar specification, e.g. 1-MINUTE-LAST or 1-DAY-LAST (bars)")
+    ingest.add_argument("--trades", action="store_true", help="the file holds trades (ts, price, size)")
+    ingest.add_argument("--kind", choices=["equity", "future", "fx", "cfd"],
+                        help="instrument kind when the catalog does not have it yet (default equity)")
+    ingest.add_argument("--price-precision", type=int, help="price decimals (default 2 for a new instrument)")
+    ingest.add_argument("--size-precision", type=int, help="size decimals (default 0 for a new instrument)")
+    ingest.add_argument("--tick-size", help="price increment, e.g. 0.25 (default one unit of the last decimal)")
+    ingest.add_argument("--multiplier", type=int, help="contract multiplier for futures (default 1)")
+    ingest.add_argument("--currency", help="quote currency for a new instrument (default USD)")
+    ingest.add_argument("--tz", default="UTC", help="time zone of naive timestamps (default UTC)")
+    ingest.add_argument("--timestamp-is", choices=["open", "close"], default="open",
+                        help="whether file timestamps mark the bar open (default) or close")
+    ingest.add_argument("--drop-bad-rows", action="store_true", help="drop invalid rows instead of refusing")
+    ingest.add_argument("--dry-run", action="store_true", help="validate and report without writing")
+    ingest.set_defaults(func=_cmd_catalog_ingest)
+
     backtest = sub.add_parser("backtest", help="run a BacktestRunConfig YAML with a BacktestNode")
     backtest.add_argument("config", type=Path, help="YAML config (see configs/)")
     _add_catalog(backtest)
@@ -169,16 +220,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except UserError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        return 2
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        # sage's own error classes (ConfigError, IngestError, ...) carry a message meant for the user.
-        if type(exc).__module__.startswith("sage.") or isinstance(exc, (FileNotFoundError, FileExistsError)):
-            console.print(f"[red]error:[/red] {exc}")
+    except Exception as exc:
+        # sage's own error classes (ConfigError, IngestError, CatalogWriteError, ...) and missing or
+        # existing files carry a message meant for the user: print it, no traceback.
+        if isinstance(exc, (UserError, FileNotFoundError, FileExistsError)) or type(exc).__module__.startswith("sage."):
+            console.print("[red]error:[/red]", end=" ")
+            console.print(str(exc), markup=False, highlight=False)  # messages contain [brackets]
             return 2
         raise
-
 
 if __name__ == "__main__":
     sys.exit(main())

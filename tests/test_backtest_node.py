@@ -87,3 +87,24 @@ def test_cli_demo_runs(sample_catalog: Path, capsys: pytest.CaptureFixture[str])
 def test_cli_reports_missing_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backtest", str(DEMO), "--catalog", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().out
+
+
+def test_cli_ingest_refuses_then_drops(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv = tmp_path / "abc.csv"
+    csv.write_text(
+        "date,open,high,low,close,volume\n"
+        "2024-01-02,10,11,9,10.5,100\n"
+        "2024-01-03,10.5,10,9,9.5,100\n"  # open above high
+        "2024-01-04,9.5,10,9,9.8,100\n"
+    )
+    catalog = tmp_path / "catalog"
+    args = ["catalog", "ingest", str(csv), "--catalog", str(catalog), "--instrument", "ABC.XNAS",
+            "--bar-spec", "1-DAY-LAST"]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert "open is outside [low, high]: row 2" in out and "catalog is unchanged" in out
+    assert not catalog.exists()
+    assert main([*args, "--drop-bad-rows"]) == 0
+    assert "2 written, 1 dropped (open_outside_range 1)" in capsys.readouterr().out
+    bars = ParquetDataCatalog(str(catalog)).bars(bar_types=["ABC.XNAS-1-DAY-LAST-EXTERNAL"])
+    assert [b.close.as_double() for b in bars] == [10.5, 9.8]

@@ -27,13 +27,13 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow.parquet as pq
 from nautilus_trader.core.datetime import unix_nanos_to_iso8601
-from nautilus_trader.model.data import CustomData
+from nautilus_trader.model.data import Bar, CustomData, QuoteTick, TradeTick
 from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 from nautilus_trader.persistence.funcs import class_to_filename, urisafe_identifier
@@ -105,6 +105,32 @@ def _group_key(obj: Any) -> tuple[str, str | None]:
     if hasattr(obj, "instrument_id"):
         return type(obj).__name__, obj.instrument_id.value
     return type(obj).__name__, None
+
+
+def _group(items: list[Any]) -> list[tuple[tuple[str, str | None], list[Any]]]:
+    """Group objects by ``_group_key`` in O(n), keeping each group's order, groups sorted by key.
+
+    The common market-data types are keyed by their hashable identifier *object*: converting an
+    identifier to ``str`` per object (or ``hasattr`` misses, which raise inside Cython) costs seconds
+    over a million ticks, so the string key is computed once per group.
+    """
+    buckets: dict[tuple[type, Any], list[Any]] = {}
+    for obj in items:
+        cls = type(obj)
+        if cls is Bar:
+            fast: Any = obj.bar_type
+        elif cls is TradeTick or cls is QuoteTick:
+            fast = obj.instrument_id
+        else:
+            fast = _group_key(obj)
+        bucket = buckets.get((cls, fast))
+        if bucket is None:
+            buckets[(cls, fast)] = bucket = []
+        bucket.append(obj)
+    merged: dict[tuple[str, str | None], list[Any]] = {}
+    for chunk in buckets.values():
+        merged.setdefault(_group_key(chunk[0]), []).extend(chunk)
+    return sorted(merged.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
 
 
 def _iso(ns: int) -> str:
@@ -192,9 +218,7 @@ def plan_catalog_write(catalog_path: str | os.PathLike[str], objects: Iterable[A
     groups: list[GroupPlan] = []
     new_instruments: list[str] = []
     existing_instruments: list[str] = []
-    keyed = sorted(((_group_key(o), o) for o in items), key=lambda kv: (kv[0][0], kv[0][1] or ""))
-    for (cls_name, identifier), members in groupby(keyed, key=lambda kv: kv[0]):
-        chunk = [o for _, o in members]
+    for (cls_name, identifier), chunk in _group(items):
         data_cls = type(chunk[0])
         if isinstance(chunk[0], Instrument):
             chunk = _unique_instruments(chunk)
@@ -202,14 +226,15 @@ def plan_catalog_write(catalog_path: str | os.PathLike[str], objects: Iterable[A
                 existing_instruments.append(str(identifier))
                 continue
             new_instruments.append(str(identifier))
-        ts = [int(o.ts_init) for o in chunk]
-        for i in range(1, len(ts)):
-            if ts[i] < ts[i - 1]:
-                raise CatalogWriteError(
-                    f"{cls_name} {identifier}: ts_init decreases at object {i} "
-                    f"({_iso(ts[i - 1])} then {_iso(ts[i])}); sort the data first (catalog unchanged)"
-                )
-        plan = GroupPlan(data_cls, identifier, len(chunk), ts[0], ts[-1])
+        ts = np.fromiter((o.ts_init for o in chunk), dtype=np.uint64, count=len(chunk))
+        down = np.flatnonzero(ts[1:] < ts[:-1])
+        if len(down):
+            i = int(down[0]) + 1
+            raise CatalogWriteError(
+                f"{cls_name} {identifier}: ts_init decreases at object {i} "
+                f"({_iso(int(ts[i - 1]))} then {_iso(int(ts[i]))}); sort the data first (catalog unchanged)"
+            )
+        plan = GroupPlan(data_cls, identifier, len(chunk), int(ts[0]), int(ts[-1]))
         if catalog is not None and not isinstance(chunk[0], Instrument):
             for start, end in catalog.get_intervals(data_cls, identifier):
                 if plan.start_ns <= end and start <= plan.end_ns:
