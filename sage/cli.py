@@ -90,7 +90,7 @@ def _cmd_catalog_ingest(args: argparse.Namespace) -> int:
 # -- backtests -------------------------------------------------------------------------------------
 
 
-def _print_outcome(outcome) -> None:  # noqa: ANN001 - BacktestOutcome, imported lazily
+def _print_outcome(outcome) -> None:
     result = outcome.result
     console.print(
         f"run {result.run_id}: {result.iterations:,d} iterations, {result.total_orders:,d} orders, "

@@ -48,8 +48,8 @@ def es_future() -> FuturesContract:
         ts_init=0,
         margin_init=Decimal("0.05"),
         margin_maint=Decimal("0.04"),
-        maker_fee=Decimal("0"),
-        taker_fee=Decimal("0"),
+        maker_fee=Decimal(0),
+        taker_fee=Decimal(0),
         exchange="XCME",
     )
 

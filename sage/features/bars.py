@@ -19,19 +19,43 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from numba import njit
 from nautilus_trader.model.data import Bar
+from numba import njit
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 """Columns a bars DataFrame must have (extra columns are ignored)."""
 
-_UTC_NAMES = frozenset({"UTC", "utc", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Zulu",
-                        "Etc/Zulu", "UTC+00:00", "tzutc()"})
+_UTC_NAMES = frozenset(
+    {
+        "UTC",
+        "utc",
+        "Etc/UTC",
+        "Etc/UCT",
+        "UCT",
+        "Etc/Universal",
+        "Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "UTC+00:00",
+        "tzutc()",
+    }
+)
 """``str(tz)`` of the tz objects (datetime/pytz/zoneinfo/dateutil) that mean UTC."""
 
 
+PRICE_RESOLUTION: float = 1e-12
+"""Relative size below which a price difference (a bar range, a window's std) is rounding noise.
+
+Prices reach the kernels after float arithmetic (tick rounding, unit conversion), so two "equal"
+prices may differ in the last bit. Dividing by such a 1e-16-relative range or std would turn noise
+into a full-scale ratio or z-score, and one that flips under rescaling. Real price steps are far
+larger (a tick is >= ~1e-8 of the price), so anything below ``PRICE_RESOLUTION * price`` is treated
+as exactly flat.
+"""
+
+
 @njit(cache=True)
-def is_valid_bar(o: float, h: float, l: float, c: float, v: float) -> bool:  # noqa: E741
+def is_valid_bar(o: float, h: float, l: float, c: float, v: float) -> bool:
     """True if the bar can be fed to the kernels.
 
     Why these rules: log returns need strictly positive prices; ``inf``/``NaN``
@@ -46,19 +70,15 @@ def is_valid_bar(o: float, h: float, l: float, c: float, v: float) -> bool:  # n
         return False
     if not (v >= 0.0 and v < np.inf):
         return False
-    if not (h >= o and h >= c and l <= o and l <= c):
-        return False
-    return True
+    return h >= o and h >= c and l <= o and l <= c
 
 
 def _validate_frame(df: pd.DataFrame) -> None:
     missing = [name for name in OHLCV_COLUMNS if name not in df.columns]
     if missing:
-        raise ValueError(
-            f"bars DataFrame is missing column(s) {missing}; expected {list(OHLCV_COLUMNS)}"
-        )
+        raise ValueError(f"bars DataFrame is missing column(s) {missing}; expected {list(OHLCV_COLUMNS)}")
     if not isinstance(df.index, pd.DatetimeIndex):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004 - a malformed frame is a bad value; the API promises ValueError
             f"bars DataFrame must have a UTC DatetimeIndex, got {type(df.index).__name__}"
         )
     tz = df.index.tz
@@ -98,7 +118,7 @@ def bar_list_to_arrays(bars: Sequence[Bar]) -> tuple[np.ndarray, ...]:
     out = np.empty((5, n), dtype=np.float64)
     for i, bar in enumerate(bars):
         if not isinstance(bar, Bar):
-            raise ValueError(f"bars[{i}] is {type(bar).__name__}, expected nautilus Bar")
+            raise TypeError(f"bars[{i}] is {type(bar).__name__}, expected nautilus Bar")
         ts[i] = bar.ts_event
         out[0, i] = bar.open.as_double()
         out[1, i] = bar.high.as_double()
@@ -114,7 +134,7 @@ def to_arrays(bars: pd.DataFrame | Sequence[Bar]) -> tuple[np.ndarray, ...]:
         return frame_to_arrays(bars)
     if isinstance(bars, (list, tuple)):
         return bar_list_to_arrays(bars)
-    raise ValueError(
+    raise TypeError(
         f"bars must be a pandas DataFrame or a list of nautilus Bar objects, got {type(bars).__name__}"
     )
 
@@ -176,4 +196,4 @@ def bar_values(bar: Bar | Mapping[str, Any]) -> tuple[int, float, float, float, 
             bar.close.as_double(),
             bar.volume.as_double(),
         )
-    raise ValueError(f"bar must be a nautilus Bar or a mapping, got {type(bar).__name__}")
+    raise TypeError(f"bar must be a nautilus Bar or a mapping, got {type(bar).__name__}")

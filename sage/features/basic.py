@@ -28,7 +28,9 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from sage.features.bars import is_valid_bar
+from sage.features import bars as _bars
+from sage.features._numba_cache import guard_numba_cache
+from sage.features.bars import PRICE_RESOLUTION, is_valid_bar
 
 COLUMNS: tuple[str, ...] = (
     "ret",
@@ -213,12 +215,39 @@ def columns(params: BasicParams | None = None) -> tuple[str, ...]:
     return COLUMNS
 
 
+def warmup(params: BasicParams) -> tuple[int, ...]:
+    """Leading valid bars with NaN output, per column (in ``COLUMNS`` order); NaN-free afterwards."""
+    m = params.ewma_min_periods
+    lengths = {
+        "ret": 1,
+        "log_ret": 1,
+        "tr": 0,
+        "atr": params.atr_period - 1,
+        "rsi": params.rsi_period,
+        "macd": params.macd_slow - 1,
+        "macd_signal": params.macd_slow + params.macd_signal - 2,
+        "macd_hist": params.macd_slow + params.macd_signal - 2,
+        "bb_mid": params.bb_period - 1,
+        "bb_upper": params.bb_period - 1,
+        "bb_lower": params.bb_period - 1,
+        "bb_pctb": params.bb_period - 1,
+        "rvol": params.rv_window,
+        "ewma_vol": m,
+        "ret_autocorr": m + 1,
+        "mom_fast": params.mom_fast,
+        "mom_slow": params.mom_slow,
+        "vol_ratio": params.volume_window - 1,
+    }
+    return tuple(lengths[name] for name in COLUMNS)
+
+
 def init_state(params: BasicParams) -> np.ndarray:
     """Fresh zeroed state; layout in the ``S_*`` constants plus rings at ``P_OFF_*``."""
     return np.zeros(int(params.as_array()[P_SIZE]), dtype=np.float64)
 
 
-@njit(cache=True)
+# IR-inlined: called with constant slot indices, which numba would otherwise compile once per literal.
+@njit(cache=True, inline="always")
 def seeded_ema(state: np.ndarray, i: int, count: int, period: int, alpha: float, x: float) -> float:
     """Advance a recursive average held in ``state[i]`` with its ``count``-th input ``x``.
 
@@ -247,19 +276,32 @@ def ring_dev_std(buf: np.ndarray, pushed: int, m: int, ref: float) -> tuple[floa
     cancelling two large prices. Two-pass: no sum-of-squares cancellation.
     """
     cap = buf.shape[0]
+    start = (pushed - m) % cap
+    # The window is buf[start:start+m] wrapped around the end: at most two contiguous runs
+    # (plain loops without per-element modulo, which numba vectorises).
+    end1 = min(start + m, cap)
+    end2 = m - (end1 - start)
     s = 0.0
-    for j in range(m):
-        s += buf[(pushed - 1 - j) % cap] - ref
+    for j in range(start, end1):
+        s += buf[j] - ref
+    for j in range(end2):
+        s += buf[j] - ref
     mean_d = s / m
     q = 0.0
-    for j in range(m):
-        d = buf[(pushed - 1 - j) % cap] - ref - mean_d
+    for j in range(start, end1):
+        d = buf[j] - ref - mean_d
+        q += d * d
+    for j in range(end2):
+        d = buf[j] - ref - mean_d
         q += d * d
     return mean_d, math.sqrt(q / m)
 
 
-@njit(cache=True)
-def ewma_corr_update(state: np.ndarray, i: int, count: int, m: int, alpha: float, x: float, y: float) -> float:
+# IR-inlined: called with constant slot indices, which numba would otherwise compile once per literal.
+@njit(cache=True, inline="always")
+def ewma_corr_update(
+    state: np.ndarray, i: int, count: int, m: int, alpha: float, x: float, y: float
+) -> float:
     """Advance a zero-mean EWMA correlation held in ``state[i:i+3]`` (cov, var_x, var_y).
 
     RiskMetrics convention (returns have ~zero mean at bar frequency, so no
@@ -285,7 +327,7 @@ def step(
     ts: int,
     o: float,
     h: float,
-    l: float,  # noqa: E741
+    l: float,
     c: float,
     v: float,
     out: np.ndarray,
@@ -370,7 +412,7 @@ def step(
         out[C_BB_MID] = mid
         out[C_BB_UPPER] = mid + bb_k * sd
         out[C_BB_LOWER] = mid - bb_k * sd
-        if sd > 0.0:
+        if sd > PRICE_RESOLUTION * c:  # else flat up to rounding noise
             out[C_BB_PCTB] = (bb_k * sd - dev) / (2.0 * bb_k * sd)
         else:
             out[C_BB_PCTB] = 0.5
@@ -422,7 +464,7 @@ def step(
 
 
 @njit(cache=True)
-def _batch(state, p, ts, o, h, l, c, v, k):  # noqa: E741
+def _batch(state, p, ts, o, h, l, c, v, k):
     n = ts.shape[0]
     out = np.empty((n, k), dtype=np.float64)
     for i in range(n):
@@ -434,7 +476,7 @@ def batch(
     ts: np.ndarray,
     o: np.ndarray,
     h: np.ndarray,
-    l: np.ndarray,  # noqa: E741
+    l: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
     params: BasicParams | None = None,
@@ -476,3 +518,6 @@ def ewma_corr(x: np.ndarray, y: np.ndarray, lam: float = 0.94, min_periods: int 
     if min_periods < 1:
         raise ValueError(f"min_periods must be >= 1, got {min_periods!r}")
     return _ewma_corr(x, y, 1.0 - lam, int(min_periods))
+
+
+guard_numba_cache(globals(), [_bars])

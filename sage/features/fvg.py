@@ -104,12 +104,13 @@ import numpy as np
 from numba import njit
 
 __all__ = [
+    "N_COLUMNS",
     "FvgParams",
     "FvgStream",
-    "N_COLUMNS",
     "batch",
     "columns",
     "init_state",
+    "state_size",
     "step",
     "warmup_bars",
 ]
@@ -171,37 +172,43 @@ class FvgParams(msgspec.Struct, frozen=True, kw_only=True):
     """
 
     body_mult: float = 1.5
-    """Middle-bar body must exceed this multiple of the trailing mean body (impulse filter)."""
+    """Middle-bar body must exceed this multiple of the trailing mean body (default 1.5): the impulse
+    filter that separates a real displacement from noise."""
     body_lookback: int = 10
-    """Number of bars before the middle bar whose mean body is the impulse reference."""
+    """Bars before the middle bar whose mean body is the impulse reference (default 10)."""
     expiry_bars: int = 50
-    """A gap is dropped at this age (bars since formation) if still unmitigated."""
+    """A gap still unmitigated at this age (bars since formation) is dropped (default 50)."""
     signal_window: int = 5
-    """``mitigation_signal`` stays 1 for this many bars, the mitigating bar included."""
+    """``mitigation_signal`` stays 1 for this many bars, the mitigating bar included (default 5)."""
     mitigation_horizon: int = 20
-    """Bars from first touch to full mitigation at which the speed term reaches 0."""
+    """Bars from first touch to full mitigation at which the speed term reaches 0 (default 20)."""
     w_penetration: float = 0.4
-    """Strength weight of the overshoot beyond the far edge (in gap sizes, clipped to 1)."""
+    """Strength weight of the overshoot beyond the far edge, in gap sizes clipped to 1 (default 0.4)."""
     w_speed: float = 0.3
-    """Strength weight of ``1 - bars_to_mitigation / mitigation_horizon``."""
+    """Strength weight of ``1 - bars_to_mitigation / mitigation_horizon`` (default 0.3)."""
     w_volume: float = 0.2
-    """Strength weight of ``min(volume_ratio / volume_ratio_cap, 1)``."""
+    """Strength weight of ``min(volume_ratio / volume_ratio_cap, 1)`` (default 0.2)."""
     w_age: float = 0.1
-    """Strength weight of ``1 - age_at_mitigation / expiry_bars``."""
+    """Strength weight of ``1 - age_at_mitigation / expiry_bars`` (default 0.1)."""
     volume_window: int = 20
-    """Bars before the mitigating bar whose mean volume normalises its volume."""
+    """Bars before the mitigating bar whose mean volume normalises its volume (default 20)."""
     volume_ratio_cap: float = 2.0
-    """Volume ratio at which the volume term saturates at 1."""
+    """Volume ratio at which the volume term saturates at 1 (default 2.0)."""
 
     def __post_init__(self) -> None:
         """Reject values that would make the state layout or the formulas meaningless."""
         for name in ("body_lookback", "expiry_bars", "signal_window", "mitigation_horizon", "volume_window"):
-            if getattr(self, name) < 1:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"FvgParams.{name} must be an int, got {value!r}")
+            if value < 1:
                 raise ValueError(f"FvgParams.{name} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.body_mult) and self.body_mult >= 0.0):
             raise ValueError(f"FvgParams.body_mult must be finite and >= 0, got {self.body_mult}")
         if not (math.isfinite(self.volume_ratio_cap) and self.volume_ratio_cap > 0.0):
-            raise ValueError(f"FvgParams.volume_ratio_cap must be finite and > 0, got {self.volume_ratio_cap}")
+            raise ValueError(
+                f"FvgParams.volume_ratio_cap must be finite and > 0, got {self.volume_ratio_cap}"
+            )
         for name in ("w_penetration", "w_speed", "w_volume", "w_age"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"FvgParams.{name} must be finite")
@@ -270,7 +277,7 @@ def step(
     ts: int,
     o: float,
     h: float,
-    l: float,  # noqa: E741 - OHLC convention
+    l: float,
     c: float,
     v: float,
     out: np.ndarray,
@@ -320,16 +327,14 @@ def step(
             mitigated = False
             pen = 0.0
             if direction > 0.0:
-                if l < state[r + _G_EXTREME]:
-                    state[r + _G_EXTREME] = l
+                state[r + _G_EXTREME] = min(state[r + _G_EXTREME], l)
                 if state[r + _G_TOUCH] < 0.0 and l <= top:
                     state[r + _G_TOUCH] = t_f
                 if l <= bottom:
                     mitigated = True
                     pen = (bottom - l) / size
             else:
-                if h > state[r + _G_EXTREME]:
-                    state[r + _G_EXTREME] = h
+                state[r + _G_EXTREME] = max(state[r + _G_EXTREME], h)
                 if state[r + _G_TOUCH] < 0.0 and h >= bottom:
                     state[r + _G_TOUCH] = t_f
                 if h >= top:
@@ -382,6 +387,8 @@ def step(
             direction = 0.0
             bottom = 0.0
             top = 0.0
+            # For consistent bars (low <= high) the two cases exclude each other; for inconsistent
+            # input the bullish test wins, so a bar never opens more than one gap.
             if l > h2:
                 direction = 1.0
                 bottom = h2
@@ -390,7 +397,9 @@ def step(
                 direction = -1.0
                 bottom = h
                 top = l2
-            if direction != 0.0:
+            # The capacity check cannot fail (at most one gap per bar, each alive < expiry bars, table
+            # holds 2 * expiry) but numba does not bounds-check, so keep the write provably in range.
+            if direction != 0.0 and n_active < 2 * expiry:
                 w = tab_off + n_active * _GAP_FIELDS
                 state[w + _G_DIR] = direction
                 state[w + _G_BOTTOM] = bottom
@@ -483,7 +492,7 @@ def _batch_loop(
     ts: np.ndarray,
     o: np.ndarray,
     h: np.ndarray,
-    l: np.ndarray,  # noqa: E741
+    l: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
     out: np.ndarray,
@@ -501,7 +510,7 @@ def batch(
     ts: np.ndarray,
     o: np.ndarray,
     h: np.ndarray,
-    l: np.ndarray,  # noqa: E741
+    l: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
     params: FvgParams | None = None,
@@ -536,7 +545,7 @@ class FvgStream:
         """Names of the values returned by :meth:`update`."""
         return _COLUMNS
 
-    def update(self, ts: int, o: float, h: float, l: float, c: float, v: float) -> np.ndarray:  # noqa: E741
+    def update(self, ts: int, o: float, h: float, l: float, c: float, v: float) -> np.ndarray:
         """Consume one closed bar and return its nine features."""
         out = np.empty(N_COLUMNS, dtype=np.float64)
         step(self.state, self._p, int(ts), float(o), float(h), float(l), float(c), float(v), out)

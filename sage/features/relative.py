@@ -12,10 +12,10 @@ Columns:
 * ``body_ratio`` = (c - o) / (h - l), signed in [-1, 1];
   ``upper_wick_ratio`` = (h - max(o, c)) / (h - l) and
   ``lower_wick_ratio`` = (min(o, c) - l) / (h - l), both in [0, 1];
-  on a flat bar (h == l) all three are 0.
+  on a flat bar (``h - l <= PRICE_RESOLUTION * h``, i.e. h == l up to rounding) all three are 0.
 * ``z_open|high|low|close`` = (x_t - mean) / std over the last ``z_window``
   values of that series (population std, current bar included); 0 if the window
-  is flat; NaN for the first ``z_window - 1`` bars.
+  is flat (std <= ``PRICE_RESOLUTION`` x the value); NaN for the first ``z_window - 1`` bars.
 
 Follows the kernel-family convention of ``sage.features`` (same ``step`` in
 batch and streaming, bitwise agreement by construction).
@@ -29,8 +29,9 @@ import msgspec
 import numpy as np
 from numba import njit
 
-from sage.features.bars import is_valid_bar
-from sage.features.basic import ring_dev_std
+from sage.features import bars as _bars
+from sage.features._numba_cache import guard_numba_cache
+from sage.features.bars import PRICE_RESOLUTION, is_valid_bar
 
 COLUMNS: tuple[str, ...] = (
     "rel_open",
@@ -64,7 +65,7 @@ class RelativeParams(msgspec.Struct, frozen=True, kw_only=True):
 
 
 P_Z, P_SIZE = range(2)
-# State: [valid bars seen, previous valid close, then rings of o, h, l, c of length z_window each].
+# State: [valid bars seen, previous valid close], then a ring of z_window interleaved (o, h, l, c) rows.
 S_N, S_PREV_CLOSE = range(2)
 _S_FIXED = 2
 
@@ -74,17 +75,53 @@ def columns(params: RelativeParams | None = None) -> tuple[str, ...]:
     return COLUMNS
 
 
+def warmup(params: RelativeParams) -> tuple[int, ...]:
+    """Leading valid bars with NaN output, per column: 1 for log returns, 0 for ratios, z_window - 1 for z-scores."""
+    w = params.z_window - 1
+    return (1, 1, 1, 1, 0, 0, 0, w, w, w, w)
+
+
 def init_state(params: RelativeParams) -> np.ndarray:
-    """Fresh zeroed state (layout: ``S_*`` slots, then four rings of ``z_window``)."""
+    """Fresh zeroed state (layout: ``S_*`` slots, then ``z_window`` interleaved o/h/l/c rows)."""
     return np.zeros(int(params.as_array()[P_SIZE]), dtype=np.float64)
 
 
 @njit(cache=True)
-def _zscore(buf: np.ndarray, pushed: int, w: int, x: float) -> float:
-    dev, sd = ring_dev_std(buf, pushed, w, x)
-    if sd > 0.0:
-        return -dev / sd
-    return 0.0
+def _zscores(ring: np.ndarray, w: int, x: np.ndarray, out: np.ndarray) -> None:
+    """Z-scores of the newest values ``x[k]`` against the full ring, 4 series at once.
+
+    ``ring`` is ``w`` interleaved rows ``(o, h, l, c)``. Values are shifted by
+    the newest value (exact 0 on a flat window, no cancellation of two large
+    prices) and reduced in two passes. The four series share one loop: their
+    sums are independent dependency chains, which is ~4x faster than four
+    separate loops (strict FP order forbids vectorising a single sum).
+    """
+    s0 = s1 = s2 = s3 = 0.0
+    for j in range(w):
+        b = 4 * j
+        s0 += ring[b] - x[0]
+        s1 += ring[b + 1] - x[1]
+        s2 += ring[b + 2] - x[2]
+        s3 += ring[b + 3] - x[3]
+    m0, m1, m2, m3 = s0 / w, s1 / w, s2 / w, s3 / w
+    q0 = q1 = q2 = q3 = 0.0
+    for j in range(w):
+        b = 4 * j
+        d0 = ring[b] - x[0] - m0
+        d1 = ring[b + 1] - x[1] - m1
+        d2 = ring[b + 2] - x[2] - m2
+        d3 = ring[b + 3] - x[3] - m3
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
+    sd0, sd1, sd2, sd3 = math.sqrt(q0 / w), math.sqrt(q1 / w), math.sqrt(q2 / w), math.sqrt(q3 / w)
+    # x - mean == -(mean - x): the shifted mean is the deviation of the newest value.
+    # A std within rounding noise of the price is a flat window: z = 0.
+    out[0] = -m0 / sd0 if sd0 > PRICE_RESOLUTION * x[0] else 0.0
+    out[1] = -m1 / sd1 if sd1 > PRICE_RESOLUTION * x[1] else 0.0
+    out[2] = -m2 / sd2 if sd2 > PRICE_RESOLUTION * x[2] else 0.0
+    out[3] = -m3 / sd3 if sd3 > PRICE_RESOLUTION * x[3] else 0.0
 
 
 @njit(cache=True)
@@ -94,7 +131,7 @@ def step(
     ts: int,
     o: float,
     h: float,
-    l: float,  # noqa: E741
+    l: float,
     c: float,
     v: float,
     out: np.ndarray,
@@ -117,7 +154,7 @@ def step(
         out[2] = np.nan
         out[3] = np.nan
     rng = h - l
-    if rng > 0.0:
+    if rng > PRICE_RESOLUTION * h:  # else a flat bar (range within rounding noise)
         out[4] = (c - o) / rng
         out[5] = (h - max(o, c)) / rng
         out[6] = (min(o, c) - l) / rng
@@ -125,17 +162,14 @@ def step(
         out[4] = 0.0
         out[5] = 0.0
         out[6] = 0.0
-    slot = n % w
-    base = _S_FIXED
-    state[base + slot] = o
-    state[base + w + slot] = h
-    state[base + 2 * w + slot] = l
-    state[base + 3 * w + slot] = c
+    ring = state[_S_FIXED : _S_FIXED + 4 * w]
+    b = 4 * (n % w)
+    ring[b] = o
+    ring[b + 1] = h
+    ring[b + 2] = l
+    ring[b + 3] = c
     if n + 1 >= w:
-        out[7] = _zscore(state[base : base + w], n + 1, w, o)
-        out[8] = _zscore(state[base + w : base + 2 * w], n + 1, w, h)
-        out[9] = _zscore(state[base + 2 * w : base + 3 * w], n + 1, w, l)
-        out[10] = _zscore(state[base + 3 * w : base + 4 * w], n + 1, w, c)
+        _zscores(ring, w, ring[b : b + 4], out[7:11])
     else:
         out[7] = np.nan
         out[8] = np.nan
@@ -146,7 +180,7 @@ def step(
 
 
 @njit(cache=True)
-def _batch(state, p, ts, o, h, l, c, v, k):  # noqa: E741
+def _batch(state, p, ts, o, h, l, c, v, k):
     n = ts.shape[0]
     out = np.empty((n, k), dtype=np.float64)
     for i in range(n):
@@ -158,7 +192,7 @@ def batch(
     ts: np.ndarray,
     o: np.ndarray,
     h: np.ndarray,
-    l: np.ndarray,  # noqa: E741
+    l: np.ndarray,
     c: np.ndarray,
     v: np.ndarray,
     params: RelativeParams | None = None,
@@ -166,3 +200,6 @@ def batch(
     """All bars at once: ``(n, 11)``, identical to calling ``step`` bar by bar."""
     params = params or RelativeParams()
     return _batch(init_state(params), params.as_array(), ts, o, h, l, c, v, len(COLUMNS))
+
+
+guard_numba_cache(globals(), [_bars])

@@ -40,14 +40,15 @@ FAMILIES: tuple[tuple[str, ModuleType, str], ...] = (
 )
 """Kernel families in canonical order: (schema field, module, column-name prefix).
 
-The FVG and MMD kernels name their columns generically (``age``, ``gap_size``
-...), so their schema names carry a family prefix; basic and relative names are
-already unambiguous.
+The FVG kernel names its columns generically (``age``, ``gap_size`` ...), so
+FVG schema names carry the ``fvg_`` prefix; a kernel column that already starts
+with its family name (``mmd2_ref100``) is kept as is; basic and relative names
+are already unambiguous.
 """
 
 
 def _prefixed(prefix: str, name: str) -> str:
-    return name if name.startswith(prefix) else prefix + name
+    return name if not prefix or name.startswith(prefix.rstrip("_")) else prefix + name
 
 
 class TacticalParams(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,8 +60,8 @@ class TacticalParams(msgspec.Struct, frozen=True, kw_only=True):
     """Active-gap counts enter as tanh(count / count_scale): 1 gap -> 0.46, 3 gaps -> 0.91."""
     level_scale: float = 3.0
     """Nearest-gap distance in ATRs enters as tanh(d / level_scale); 3 ATRs -> 0.76."""
-    age_tau: float = 10.0
-    """Age decay exp(-age / age_tau): a 10-bar-old gap weighs 1/e of a new one."""
+    age_tau: float = 20.0
+    """Age decay exp(-age / age_tau): a 20-bar-old gap weighs 1/e of a new one (default FVG expiry is 50)."""
     mom_scale: float = 2.0
     """Vol-normalised 5-bar momentum (a t-statistic) enters as tanh(t / mom_scale)."""
 
@@ -77,24 +78,29 @@ class StrategicParams(msgspec.Struct, frozen=True, kw_only=True):
 
     window: int = 48
     """Rows (bars) in one strategic matrix (48, per the issue: e.g. a day of 30-minute bars)."""
-    trend_scale: float = 2.0
-    """MACD/ATR and the 20-bar momentum t-statistic enter as tanh(x / trend_scale)."""
+    trend_scale: float = 1.5
+    """MACD/ATR and the 20-bar momentum t-statistic enter as tanh(x / trend_scale); their 90th
+    percentiles on synthetic 1-minute bars are ~0.9 and ~1.3, i.e. tanh 0.56 and 0.71."""
     vol_z_window: int = 100
     """Trailing bars of the causal z-score of log EWMA volatility (volatility regime)."""
     z_clip: float = 4.0
     """Z-scores are clipped to +-z_clip and divided by it, so they lie in [-1, 1]."""
     vwap_window: int = 48
     """Trailing bars of the rolling VWAP (volume-weighted typical price), one strategic window."""
-    vwap_scale: float = 2.0
-    """Close-minus-VWAP in ATRs enters as tanh(d / vwap_scale)."""
-    mmd_scale: float = 1.0
-    """MMD columns enter as tanh(x / mmd_scale) (see ``docs/features.md`` for which columns)."""
+    vwap_scale: float = 4.0
+    """Close-minus-VWAP in ATRs enters as tanh(d / vwap_scale); |d| is ~3.3 ATR at the 90th
+    percentile on synthetic 1-minute bars, so 4 keeps the column out of saturation."""
+    mmd_scale: float = 0.5
+    """MMD^2 columns enter as tanh(sqrt(mmd2) / mmd_scale); on synthetic 1-minute data the median
+    sqrt(mmd2) is ~0.2-0.3 and the 99th percentile ~0.85-0.9, so 0.5 uses the range of tanh."""
 
     def __post_init__(self) -> None:
         for name in ("window", "vol_z_window", "vwap_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < (2 if name == "vol_z_window" else 1):
-                raise ValueError(f"StrategicParams.{name} must be an int >= 1 (vol_z_window >= 2), got {value!r}")
+                raise ValueError(
+                    f"StrategicParams.{name} must be an int >= 1 (vol_z_window >= 2), got {value!r}"
+                )
         for name in ("trend_scale", "z_clip", "vwap_scale", "mmd_scale"):
             if not getattr(self, name) > 0.0:
                 raise ValueError(f"StrategicParams.{name} must be > 0")
@@ -118,7 +124,7 @@ class FeatureSchema(msgspec.Struct, frozen=True, kw_only=True):
     fvg: FvgParams = FvgParams()
     """Parameters of ``sage.features.fvg`` (fair-value-gap detector, 9 columns)."""
     mmd: MmdParams = MmdParams()
-    """Parameters of ``sage.features.mmd`` (MMD distribution-shift features)."""
+    """Parameters of ``sage.features.mmd`` (MMD^2 of recent vs reference windows, one column per window)."""
     tactical: TacticalParams = TacticalParams()
     """Normalisation of the tactical (60 x 7) matrix."""
     strategic: StrategicParams = StrategicParams()
