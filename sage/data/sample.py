@@ -38,6 +38,7 @@ from nautilus_trader.persistence.catalog import ParquetDataCatalog
 from nautilus_trader.persistence.wranglers import BarDataWrangler, TradeTickDataWrangler
 
 from sage.data import instruments as inst
+from sage.data.ingest import round_to_tick
 
 #: Repository-relative locations. ``catalogs/`` ships with the repo, so these resolve on a user's
 #: machine too (the raw files are small enough to bundle).
@@ -88,8 +89,7 @@ def _input_fingerprint(raw_dir: Path) -> dict[str, str]:
 
 
 def _round_to_tick(values: np.ndarray, instrument: Instrument) -> np.ndarray:
-    tick = float(instrument.price_increment)
-    return np.round(np.round(values / tick) * tick, instrument.price_precision)
+    return round_to_tick(values, float(instrument.price_increment), instrument.price_precision)
 
 
 def _ohlcv_to_bars(df: pd.DataFrame, bar_type: str, instrument: Instrument) -> list[Bar]:
