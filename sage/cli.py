@@ -141,6 +141,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run_config(config, catalog)
 
 
+def _cmd_live(args: argparse.Namespace) -> int:
+    from sage.nodes.live import run_live
+
+    speed: float | str | None = args.speed
+    if speed is not None and speed != "max":
+        try:
+            speed = float(speed)
+        except ValueError:
+            raise UserError(f"--speed must be a number or 'max', got {args.speed!r}") from None
+    # Runs in the main thread: Nautilus installs its SIGINT/SIGTERM handlers there to stop cleanly.
+    outcome = run_live(
+        args.config, args.catalog, speed=speed, max_bars=args.max_bars, persist=args.persist,
+        timeout_secs=args.timeout,
+    )
+    console.print(outcome.summary(), markup=False, highlight=False)
+    return 0
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -207,6 +225,21 @@ def build_parser() -> argparse.ArgumentParser:
     backtest.add_argument("config", type=Path, help="YAML config (see configs/)")
     _add_catalog(backtest)
     backtest.set_defaults(func=_cmd_backtest)
+
+    live = sub.add_parser(
+        "live",
+        help="run a TradingNode YAML (offline paper trading on a catalog replay, or a real venue)",
+        description="See docs/live.md. The catalog replay re-stamps bars to live time; credentials for real "
+        "venues come only from environment variables referenced as ${NAME} in the YAML.",
+    )
+    live.add_argument("config", type=Path, help="YAML TradingNodeConfig (see configs/live_paper.yaml)")
+    live.add_argument("--catalog", type=Path, default=None,
+                      help=f"catalog to replay (default: the config's, else {DEFAULT_CATALOG})")
+    live.add_argument("--speed", default=None, help="replay speed factor (60 = one minute per second) or 'max'")
+    live.add_argument("--max-bars", type=int, default=None, help="stop after this many replayed bars")
+    live.add_argument("--persist", type=Path, default=None, help="directory for streamed custom data (default ./runs)")
+    live.add_argument("--timeout", type=float, default=None, help="stop the node after this many seconds")
+    live.set_defaults(func=_cmd_live)
 
     demo = sub.add_parser("demo", help="build the sample catalog if needed and run the demo backtest")
     _add_catalog(demo)
