@@ -26,6 +26,7 @@ from nautilus_trader.persistence.catalog import ParquetDataCatalog
 from sage.data.sample import ES_BAR_TYPE
 from sage.data.types import RegimeData
 from sage.nodes.backtest import ConfigError
+from sage.data.sample import DEFAULT_CATALOG
 from sage.nodes.live import LiveOutcome, load_live_config, run_live
 from sage.nodes.replay_client import PaperExecClientConfig, ReplayDataClientConfig
 
@@ -306,11 +307,10 @@ def test_config_errors_name_the_offending_key(
         load_live_config(_edited(tmp_path, edit), sample_catalog, persist=tmp_path)
 
 
-def test_missing_catalog_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"data_clients\.REPLAY\.config\.catalog_path is empty; pass --catalog"
-    ):
-        load_live_config(PAPER, persist=tmp_path)
+def test_null_catalog_defaults_to_sample_and_missing_is_a_config_error(tmp_path: Path) -> None:
+    config = load_live_config(PAPER, persist=tmp_path)  # like every sage command: the sample catalog
+    replay = next(iter(config.node.data_clients.values()))
+    assert Path(replay.catalog_path) == DEFAULT_CATALOG.resolve()
     with pytest.raises(ConfigError, match="does not exist"):
         load_live_config(PAPER, tmp_path / "nowhere", persist=tmp_path)
 
