@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import time
 
-BENCHMARKS = ("benchmarks.bench_writer", "benchmarks.bench_features")
+BENCHMARKS = ("benchmarks.bench_writer", "benchmarks.bench_features", "benchmarks.bench_execution")
 
 
 def main() -> None:
