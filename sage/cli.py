@@ -8,6 +8,7 @@ printed as one clear message with exit code 2, not a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -159,6 +160,21 @@ def _cmd_live(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_regime_precompute(args: argparse.Namespace) -> int:
+    from sage.regime.precompute import precompute_regimes
+
+    with console.status(f"precomputing regimes for {args.bar_type} with {args.model} ..."):
+        result = precompute_regimes(args.catalog, args.bar_type, model=args.model, out_catalog=args.out_catalog)
+    console.print(result.summary(), markup=False, highlight=False)
+    return 0
+
+
+def _cmd_train_regime(args: argparse.Namespace) -> int:
+    from sage.training.regime import run_train_regime
+
+    return run_train_regime(args, console)
+
+
 # -- parser ----------------------------------------------------------------------------------------
 
 
@@ -171,8 +187,12 @@ def _add_catalog(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The full parser. ``argv`` lets heavy sub-commands (torch imports) register their options only
+    when they are the command being run, so ``sage catalog info`` does not pay for importing torch."""
     parser = argparse.ArgumentParser(prog="sage", description="Regime-aware trading components for NautilusTrader")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show sage's component logs (fallback transitions, health flags)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     catalog = sub.add_parser("catalog", help="build, inspect and extend Parquet data catalogs")
@@ -241,15 +261,47 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--timeout", type=float, default=None, help="stop the node after this many seconds")
     live.set_defaults(func=_cmd_live)
 
+    regime = sub.add_parser("regime", help="regime detection: precompute RegimeData into a catalog")
+    regime_sub = regime.add_subparsers(dest="regime_command", required=True)
+    pre = regime_sub.add_parser(
+        "precompute",
+        help="run the regime detector in batch over catalog bars and write RegimeData",
+        description="Same records as the RegimeActor publishes live (latency_us aside); a BacktestNode "
+        "replays them with BacktestDataConfig(data_cls='sage.data.types:RegimeData', client_id=...).",
+    )
+    _add_catalog(pre)
+    pre.add_argument("--bar-type", required=True, help="bars in the catalog, e.g. ESU3.XCME-1-MINUTE-LAST-EXTERNAL")
+    pre.add_argument("--model", default="default", help="model name, checkpoint directory or 'rules' (default: default)")
+    pre.add_argument("--out-catalog", type=Path, default=None, help="write the records here (default: --catalog)")
+    pre.set_defaults(func=_cmd_regime_precompute)
+
+    train = sub.add_parser("train", help="train models (deterministic by seed)")
+    train_sub = train.add_subparsers(dest="train_command", required=True)
+    train_regime = train_sub.add_parser("regime", help="train the regime model bundle (RDE + classifier + forecaster)")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:2] == ["train", "regime"]:
+        _add_train_regime_arguments(train_regime)
+    train_regime.set_defaults(func=_cmd_train_regime)
+
     demo = sub.add_parser("demo", help="build the sample catalog if needed and run the demo backtest")
     _add_catalog(demo)
     demo.set_defaults(func=_cmd_demo)
     return parser
 
 
+def _add_train_regime_arguments(parser: argparse.ArgumentParser) -> None:
+    from sage.training.regime import add_train_regime_arguments
+
+    add_train_regime_arguments(parser)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
+    # Fallback-chain transitions and health-flag changes are logged per event; during a batch run's
+    # warm-up they are expected and would drown the summary. -v shows them.
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("sage").setLevel(logging.INFO if args.verbose else logging.ERROR)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
