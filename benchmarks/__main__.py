@@ -9,7 +9,13 @@ from __future__ import annotations
 import importlib
 import time
 
-BENCHMARKS = ("benchmarks.bench_writer", "benchmarks.bench_features", "benchmarks.bench_execution")
+BENCHMARKS = (
+    "benchmarks.bench_writer",
+    "benchmarks.bench_features",
+    "benchmarks.bench_execution",
+    "benchmarks.bench_regime_models",
+    "benchmarks.bench_regime",
+)
 
 
 def main() -> None:
