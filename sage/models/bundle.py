@@ -595,9 +595,12 @@ class RegimeModelBundle:
         seed: int = 0,
         feature_schema: FeatureSchema = DEFAULT_SCHEMA,
     ) -> RegimeModelBundle:
-        """An untrained bundle with seeded initial weights (for training and benchmarks)."""
-        torch.manual_seed(seed)
-        return cls(RegimeNet(config), feature_schema)
+        """An untrained bundle with seeded initial weights (for tests and benchmarks); the global torch RNG
+        is left as it was."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = RegimeNet(config)
+        return cls(net, feature_schema)
 
     @classmethod
     def load(
@@ -743,7 +746,7 @@ class RegimeModelBundle:
 
         The streaming path: one numba call on preallocated scratch, no torch, no autograd. A window
         with any NaN/inf gives all-NaN outputs. Bitwise equal to the corresponding row of
-        :meth:`infer_batch`.
+        :meth:`infer_batch`. The scratch is per bundle: use one bundle per thread (an actor owns one).
         """
         w = np.asarray(window)
         if w.shape != (self.window_length, len(self.input_names)):
