@@ -23,10 +23,9 @@ from nautilus_trader.config import ActorConfig
 from nautilus_trader.model.data import Bar, BarType, DataType
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
-from sage.data.sample import ES_BAR_TYPE
+from sage.data.sample import DEFAULT_CATALOG, ES_BAR_TYPE
 from sage.data.types import RegimeData
 from sage.nodes.backtest import ConfigError
-from sage.data.sample import DEFAULT_CATALOG
 from sage.nodes.live import LiveOutcome, load_live_config, run_live
 from sage.nodes.replay_client import PaperExecClientConfig, ReplayDataClientConfig
 

@@ -40,9 +40,10 @@ class PrecomputeResult:
 
     def summary(self) -> str:
         levels = ", ".join(f"L{k}: {v:,d}" for k, v in sorted(self.levels.items()))
+        rate = self.rows / max(self.seconds, 1e-9)
         lines = [
             f"precomputed {self.rows:,d} RegimeData for {self.bar_type} with {self.model_version} "
-            f"in {self.seconds:.1f} s ({self.rows / max(self.seconds, 1e-9):,.0f} bars/s)",
+            + f"in {self.seconds:.1f} s ({rate:,.0f} bars/s)",
             f"  fallback levels: {levels}",
         ]
         lines += [f"  file: {f}" for f in self.files]

@@ -58,7 +58,7 @@ class Collector(Actor):
     def on_start(self) -> None:
         self.subscribe_data(DataType(RegimeData))
 
-    def on_data(self, data) -> None:  # noqa: ANN001 - RegimeData or CustomData wrapping it
+    def on_data(self, data) -> None:
         RECEIVED[self.key].append(getattr(data, "data", data))
 
 
@@ -73,7 +73,7 @@ def untrained_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 DETECTOR = DetectorConfig(drift_reference_bars=400)
 
 
-def _run_actor(bars: list[Bar], instrument, model: str) -> list[RegimeData]:  # noqa: ANN001
+def _run_actor(bars: list[Bar], instrument, model: str) -> list[RegimeData]:
     engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR")))
     engine.add_venue(Venue(str(instrument.id.venue)), OmsType.NETTING, AccountType.MARGIN,
                      starting_balances=[Money(1_000_000, USD)], base_currency=USD)  # fmt: skip
@@ -132,7 +132,7 @@ def test_actor_equals_precompute_equals_node_replay_on_synthetic(tmp_path: Path,
         [
             BacktestRunConfig(
                 venues=[BacktestVenueConfig(name="SIM", oms_type="NETTING", account_type="MARGIN",
-                                            base_currency="USD", starting_balances=["1000000 USD"])],  # fmt: skip
+                                            base_currency="USD", starting_balances=["1000000 USD"])],
                 data=[
                     BacktestDataConfig(catalog_path=str(tmp_path / "syn"), data_cls=Bar, bar_types=[bar_type]),
                     BacktestDataConfig(catalog_path=str(tmp_path / "syn"), data_cls=RegimeData, client_id="SAGE"),
@@ -141,7 +141,7 @@ def test_actor_equals_precompute_equals_node_replay_on_synthetic(tmp_path: Path,
                     logging=LoggingConfig(log_level="ERROR"),
                     actors=[ImportableActorConfig(actor_path=f"{__name__}:Collector",
                                                   config_path=f"{__name__}:CollectorConfig", config={"key": "replay"})],
-                ),  # fmt: skip
+                ),
             )
         ]
     )
