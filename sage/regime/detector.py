@@ -52,7 +52,14 @@ from sage.models.bundle import RegimeModelBundle
 from sage.models.registry import ModelLoadError
 from sage.regime.conformal import AdaptiveConformal
 from sage.regime.fallback import ChainOutput, FallbackChain, FallbackConfig, Level, LevelOutput
-from sage.regime.health import DriftConfig, DriftMonitor, HealthMonitor, InputValidator, LatencyMonitor
+from sage.regime.health import (
+    DriftConfig,
+    DriftMonitor,
+    HealthFlag,
+    HealthMonitor,
+    InputValidator,
+    LatencyMonitor,
+)
 from sage.regime.rules import RuleDetector, VolatilityDetector
 
 #: Columns of :meth:`RegimeDetector.batch` and of each streaming row, in order.
@@ -266,17 +273,18 @@ class _DetectorCore:
         rules_p = self.rules.update(feat)
         vol_p = self.vol.update(feat)
         width = self._calibrate(c, feat[self._sigma_index], quantiles)
+        flags = self.health.log_changes()  # read once per bar: the flag arithmetic is not free
         ctx = {
             "probs": probs.astype(np.float64),
             "vector": vector.astype(np.float64),
             "width": width,
             "rules": rules_p,
             "vol": vol_p,
-            "drift_alarm": self.health.drift_alarm,
+            "drift_alarm": bool(flags & HealthFlag.DRIFT_ALARM),
             "model_slow": model_slow,
         }
         out = self.chain.step(
-            ctx, input_ok=not issues, health_flags=int(self.health.log_changes()),
+            ctx, input_ok=not issues, health_flags=int(flags),
             drift=self.health.drift_score, ts=ts,
         )  # fmt: skip
         self.health.on_prediction(out.probabilities)
