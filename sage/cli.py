@@ -110,10 +110,31 @@ def _print_outcome(outcome) -> None:
     for name, value in result.stats_returns.items():
         table.add_row(name, f"{value:,.4f}" if isinstance(value, float) else str(value))
     console.print(table)
+    regimes = outcome.published.get("RegimeData")
+    if regimes is not None and len(regimes):
+        _print_regimes(regimes)
     for venue, report in outcome.account.items():
         if len(report):
             last = report.iloc[-1]
             console.print(f"{venue} final balance: {last['total']} {last['currency']}")
+
+
+def _print_regimes(regimes) -> None:  # noqa: ANN001 - DataFrame of RegimeData fields
+    from sage.data.regimes import Regime
+
+    table = Table(title=f"Regimes published by RegimeActor ({len(regimes):,d} records)")
+    for col in ("instrument", "regime", "share", "fallback level 1 (model + calibrated)", "mean uncertainty (L1)"):
+        table.add_column(col, justify="right")
+    for (instrument, label), group in regimes.groupby(["instrument_id", "label"]):
+        level1 = group[group.fallback_level == 1]
+        table.add_row(
+            str(instrument), Regime(int(label)).name, f"{len(group) / len(regimes):.1%}",
+            f"{len(level1) / len(group):.1%}",
+            f"{level1.uncertainty.mean():.5f}" if len(level1) else "-",
+        )  # fmt: skip
+    console.print(table)
+    levels = regimes.fallback_level.value_counts().sort_index()
+    console.print("fallback levels: " + ", ".join(f"L{k}: {v:,d}" for k, v in levels.items()))
 
 
 def _run_config(config_path: Path, catalog: Path) -> int:

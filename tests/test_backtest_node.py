@@ -28,6 +28,15 @@ def test_demo_trades(demo_outcome: BacktestOutcome) -> None:
     np.testing.assert_allclose(commission, 2.50 * es.last_qty.astype(float))  # per contract
 
 
+def test_demo_publishes_regimes_for_every_es_bar(demo_outcome: BacktestOutcome) -> None:
+    regimes = demo_outcome.published["RegimeData"]
+    assert len(regimes) == 2264  # one per ES 1-minute bar
+    assert set(regimes.instrument_id) == {"ESU3.XCME"}
+    assert set(regimes.model_version) == {"regime-default@1.0.0"}  # the shipped weights, not a fallback
+    assert (regimes.fallback_level == 1).mean() > 0.5  # the model with calibrated uncertainty, mostly
+    assert regimes.ts_event.is_monotonic_increasing
+
+
 @pytest.mark.parametrize(
     ("instrument", "bar_type", "tick"),
     [("ESU3.XCME", "ESU3.XCME-1-MINUTE-LAST-EXTERNAL", 0.25), ("EUR/USD.SIM", "EUR/USD.SIM-1-HOUR-MID-EXTERNAL", 1e-5)],
@@ -81,7 +90,7 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 def test_cli_demo_runs(sample_catalog: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--catalog", str(sample_catalog)]) == 0
     out = capsys.readouterr().out
-    assert "PnL statistics (USD)" in out and "Sharpe Ratio" in out
+    assert "PnL statistics (USD)" in out and "Sharpe Ratio" in out and "Regimes published by RegimeActor" in out
 
 
 def test_cli_reports_missing_catalog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,12 +72,17 @@ class BacktestOutcome:
     orders: pd.DataFrame  #: one row per filled order (ts_init = when the strategy created it)
     positions: pd.DataFrame
     account: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: sage records published on the message bus during the run, by type name (e.g. "RegimeData"),
+    #: as a frame of their fields (one row per record, in publication order).
+    published: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
     """Run one ``BacktestRunConfig`` with a ``BacktestNode`` and collect its reports."""
     node = BacktestNode(configs=[config])
     try:
+        node.build()  # engines exist now, so we can listen on their message bus before running
+        published = _listen_for_sage_records(node.get_engine(config.id))
         results = node.run()
         if not results:
             raise RuntimeError("BacktestNode produced no result (see the Nautilus log above)")
@@ -93,9 +98,22 @@ def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
             orders=trader.generate_order_fills_report(),
             positions=trader.generate_positions_report(),
             account=account,
+            published={name: pd.DataFrame([r.to_dict() for r in rows]) for name, rows in published.items() if rows},
         )
     finally:
         node.dispose()
+
+
+def _listen_for_sage_records(engine: Any) -> dict[str, list[Any]]:
+    """Subscribe to every sage custom-data topic (``data.<Type>`` plus any metadata suffix)."""
+    from sage.data.types import SAGE_DATA_TYPES
+
+    published: dict[str, list[Any]] = {}
+    for cls in SAGE_DATA_TYPES:
+        rows: list[Any] = []
+        published[cls.__name__] = rows
+        engine.kernel.msgbus.subscribe(topic=f"data.{cls.__name__}*", handler=rows.append)
+    return published
 
 
 def _venue(name: str) -> Any:
