@@ -119,7 +119,7 @@ def _print_outcome(outcome) -> None:
             console.print(f"{venue} final balance: {last['total']} {last['currency']}")
 
 
-def _print_regimes(regimes) -> None:  # noqa: ANN001 - DataFrame of RegimeData fields
+def _print_regimes(regimes) -> None:
     from sage.data.regimes import Regime
 
     table = Table(title=f"Regimes published by RegimeActor ({len(regimes):,d} records)")
