@@ -28,13 +28,8 @@ class ConfigError(ValueError):
     """A run config that cannot be used, with the file and the offending key in the message."""
 
 
-def load_backtest_config(path: Path | str, catalog: Path | str | None = None) -> BacktestRunConfig:
-    """Read a YAML ``BacktestRunConfig``; ``catalog`` replaces every data entry's ``catalog_path``.
-
-    Entries whose ``catalog_path`` is null must get one from ``catalog``; that is how the shipped
-    configs stay machine-independent.
-    """
-    path = Path(path)
+def read_yaml_mapping(path: Path, expected: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping; every failure is a ``ConfigError`` naming the file."""
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
@@ -42,7 +37,18 @@ def load_backtest_config(path: Path | str, catalog: Path | str | None = None) ->
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping with venues/data/engine")
+        raise ConfigError(f"{path}: top level must be {expected}")
+    return raw
+
+
+def load_backtest_config(path: Path | str, catalog: Path | str | None = None) -> BacktestRunConfig:
+    """Read a YAML ``BacktestRunConfig``; ``catalog`` replaces every data entry's ``catalog_path``.
+
+    Entries whose ``catalog_path`` is null must get one from ``catalog``; that is how the shipped
+    configs stay machine-independent.
+    """
+    path = Path(path)
+    raw = read_yaml_mapping(path, "a mapping with venues/data/engine")
     unknown = sorted(set(raw) - _TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; expected some of {sorted(_TOP_LEVEL_KEYS)}")

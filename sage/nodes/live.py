@@ -34,7 +34,6 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 import pandas as pd
-import yaml
 from nautilus_trader.common.config import NautilusConfig, resolve_path
 from nautilus_trader.config import (
     ImportableActorConfig,
@@ -54,7 +53,7 @@ from nautilus_trader.persistence.funcs import class_to_filename
 from nautilus_trader.system.kernel import NautilusKernel
 
 from sage.data.sample import DEFAULT_CATALOG
-from sage.nodes.backtest import ConfigError
+from sage.nodes.backtest import ConfigError, read_yaml_mapping
 from sage.nodes.replay_client import ReplayDataClient, ReplayDataClientConfig, ReplayStats
 
 __all__ = [
@@ -191,15 +190,7 @@ def load_live_config(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: top level must be a mapping of TradingNodeConfig keys")
-    return raw
+    return read_yaml_mapping(path, "a mapping of TradingNodeConfig keys")
 
 
 def _resolve_env(raw: Any, environ: Mapping[str, str], path: Path) -> tuple[Any, set[str]]:
