@@ -8,14 +8,24 @@ from __future__ import annotations
 
 import importlib
 import time
+from pathlib import Path
 
-BENCHMARKS = (
+#: Run first, in this order; any other ``benchmarks/bench_*.py`` follows in name order.
+_FIRST = (
     "benchmarks.bench_writer",
     "benchmarks.bench_features",
     "benchmarks.bench_execution",
     "benchmarks.bench_regime_models",
     "benchmarks.bench_regime",
 )
+
+
+def _discover() -> tuple[str, ...]:
+    found = sorted(f"benchmarks.{p.stem}" for p in Path(__file__).parent.glob("bench_*.py"))
+    return (*_FIRST, *(name for name in found if name not in _FIRST))
+
+
+BENCHMARKS = _discover()
 
 
 def main() -> None:

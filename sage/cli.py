@@ -304,6 +304,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         _add_train_regime_arguments(train_regime)
     train_regime.set_defaults(func=_cmd_train_regime)
 
+    evaluate = sub.add_parser("evaluate", help="walk-forward out-of-sample evaluations")
+    evaluate_sub = evaluate.add_subparsers(dest="evaluate_command", required=True)
+
+    from sage.commands import CommandGroups, register_all
+
+    register_all(CommandGroups(root=sub, train=train_sub, evaluate=evaluate_sub), args)
+
     demo = sub.add_parser("demo", help="build the sample catalog if needed and run the demo backtest")
     _add_catalog(demo)
     demo.set_defaults(func=_cmd_demo)
