@@ -137,20 +137,46 @@ def _print_regimes(regimes) -> None:
     console.print("fallback levels: " + ", ".join(f"L{k}: {v:,d}" for k, v in levels.items()))
 
 
-def _run_config(config_path: Path, catalog: Path) -> int:
+def _run_config(
+    config_path: Path,
+    catalog: Path,
+    *,
+    instrument: str | None = None,
+    bar_type: str | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> int:
     from sage.nodes.backtest import load_backtest_config, run_backtest
 
     if not catalog.exists():
         raise UserError(f"catalog {catalog} does not exist (build it with `sage catalog build`)")
-    config = load_backtest_config(config_path, catalog=catalog)
+    if out is not None and out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"--out {out} exists and is not empty (pass --overwrite to replace it)")
+    config = load_backtest_config(config_path, catalog=catalog, instrument=instrument, bar_type=bar_type)
     with console.status(f"running {config_path.name} on {catalog} ..."):
         outcome = run_backtest(config)
     _print_outcome(outcome)
+    if out is not None:
+        from sage.reports.run_dir import save_run
+        from sage.reports.tearsheet import build_tearsheet
+
+        with console.status(f"writing the run and its report to {out} ..."):
+            run_path = save_run(outcome, out, config_path=config_path, catalog=catalog, config=config,
+                                overwrite=overwrite)
+            page = build_tearsheet(run_path)
+        console.print(f"run saved to {run_path}; report: {page}")
     return 0
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    return _run_config(Path(args.config), Path(args.catalog))
+    return _run_config(
+        Path(args.config),
+        Path(args.catalog),
+        instrument=args.instrument,
+        bar_type=args.bar_type,
+        out=args.out,
+        overwrite=args.overwrite,
+    )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -265,6 +291,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     backtest = sub.add_parser("backtest", help="run a BacktestRunConfig YAML with a BacktestNode")
     backtest.add_argument("config", type=Path, help="YAML config (see configs/)")
     _add_catalog(backtest)
+    backtest.add_argument("--instrument", default=None,
+                          help="run on another instrument: NEW, or OLD=NEW when the config has several")
+    backtest.add_argument("--bar-type", default=None,
+                          help="run on other bars: NEW (e.g. AAPL.XNAS-1-MINUTE-LAST-EXTERNAL) or OLD=NEW")
+    backtest.add_argument("--out", type=Path, default=None,
+                          help="directory for the run's results (fills, positions, stats, decisions, report)")
+    backtest.add_argument("--overwrite", action="store_true", help="replace a non-empty --out directory")
     backtest.set_defaults(func=_cmd_backtest)
 
     live = sub.add_parser(

@@ -41,14 +41,29 @@ def read_yaml_mapping(path: Path, expected: str) -> dict[str, Any]:
     return raw
 
 
-def load_backtest_config(path: Path | str, catalog: Path | str | None = None) -> BacktestRunConfig:
+def load_backtest_config(
+    path: Path | str,
+    catalog: Path | str | None = None,
+    *,
+    instrument: str | None = None,
+    bar_type: str | None = None,
+) -> BacktestRunConfig:
     """Read a YAML ``BacktestRunConfig``; ``catalog`` replaces every data entry's ``catalog_path``.
 
     Entries whose ``catalog_path`` is null must get one from ``catalog``; that is how the shipped
-    configs stay machine-independent.
+    configs stay machine-independent. ``instrument`` / ``bar_type`` (``NEW`` or ``OLD=NEW``) rewrite
+    the config for another instrument or bar type everywhere it appears (see
+    :mod:`sage.nodes.overrides`).
     """
     path = Path(path)
     raw = read_yaml_mapping(path, "a mapping with venues/data/engine")
+    if instrument is not None or bar_type is not None:
+        from sage.nodes.overrides import apply_overrides
+
+        try:
+            raw = apply_overrides(raw, instrument=instrument, bar_type=bar_type)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     unknown = sorted(set(raw) - _TOP_LEVEL_KEYS)
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}; expected some of {sorted(_TOP_LEVEL_KEYS)}")
