@@ -158,13 +158,11 @@ def _run_config(
     _print_outcome(outcome)
     if out is not None:
         from sage.reports.run_dir import save_run
-        from sage.reports.tearsheet import build_tearsheet
 
         with console.status(f"writing the run and its report to {out} ..."):
-            run_path = save_run(outcome, out, config_path=config_path, catalog=catalog, config=config,
+            run_path = save_run(outcome, out, config_path=config_path, catalog=catalog, run_config=config,
                                 overwrite=overwrite)
-            page = build_tearsheet(run_path)
-        console.print(f"run saved to {run_path}; report: {page}")
+        console.print(f"run saved to {run_path}; tearsheet: {run_path / 'report' / 'index.html'}")
     return 0
 
 

@@ -20,6 +20,8 @@ from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.backtest.results import BacktestResult
 from nautilus_trader.config import BacktestRunConfig
 
+from sage.execution.algorithms.base import PARENT_TOPIC
+
 _TOP_LEVEL_KEYS = {"venues", "data", "engine", "chunk_size", "dispose_on_completion", "start", "end",
                    "raise_exception", "id"}
 
@@ -96,6 +98,8 @@ class BacktestOutcome:
     #: sage records published on the message bus during the run, by type name (e.g. "RegimeData"),
     #: as a frame of their fields (one row per record, in publication order).
     published: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: the sage exec algorithms' ``ParentReport``s (one per parent order that reached a terminal state)
+    parents: list[Any] = field(default_factory=list)
 
 
 def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
@@ -104,6 +108,8 @@ def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
     try:
         node.build()  # engines exist now, so we can listen on their message bus before running
         published = _listen_for_sage_records(node.get_engine(config.id))
+        parents: list[Any] = []
+        node.get_engine(config.id).kernel.msgbus.subscribe(topic=f"{PARENT_TOPIC}*", handler=parents.append)
         results = node.run()
         if not results:
             raise RuntimeError("BacktestNode produced no result (see the Nautilus log above)")
@@ -120,6 +126,7 @@ def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
             positions=trader.generate_positions_report(),
             account=account,
             published={name: pd.DataFrame([r.to_dict() for r in rows]) for name, rows in published.items() if rows},
+            parents=parents,
         )
     finally:
         node.dispose()
