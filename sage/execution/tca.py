@@ -639,6 +639,7 @@ def write_tca_parquet(
     os.close(fd)
     try:
         pq.write_table(arrow, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the report is as readable as every other run file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
