@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,research,marl]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,research,marl,foundation]'
 	touch $(STAMP)
 
 catalog: $(CATALOG_STAMP)
