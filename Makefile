@@ -10,7 +10,7 @@ CATALOG := catalogs/sample
 CATALOG_STAMP := $(CATALOG)/.sage-catalog.json
 PYTEST_ARGS ?=
 
-.PHONY: demo test install catalog bench clean-catalog
+.PHONY: demo test install catalog bench soak clean-catalog
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,research,marl,foundation]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,research,marl,foundation,ray]'
 	touch $(STAMP)
 
 catalog: $(CATALOG_STAMP)
@@ -34,6 +34,9 @@ test: catalog
 
 bench: catalog
 	$(BIN)/python -m benchmarks
+
+soak: catalog
+	$(BIN)/python -m pytest -m soak -s tests/reliability/test_soak.py
 
 clean-catalog:
 	rm -rf $(CATALOG)
