@@ -113,10 +113,27 @@ def _print_outcome(outcome) -> None:
     regimes = outcome.published.get("RegimeData")
     if regimes is not None and len(regimes):
         _print_regimes(regimes)
+    decisions = outcome.published.get("DecisionRecord")
+    if decisions is not None and len(decisions):
+        _print_decisions(decisions)
     for venue, report in outcome.account.items():
         if len(report):
             last = report.iloc[-1]
             console.print(f"{venue} final balance: {last['total']} {last['currency']}")
+
+
+def _print_decisions(decisions) -> None:
+    counts = decisions["action"].value_counts()
+    console.print(
+        f"SAGE decisions: {len(decisions):,d} ("
+        + ", ".join(f"{action} {counts.get(action, 0):,d}" for action in ("BUY", "SELL", "CLOSE", "HOLD", "NO_TRADE"))
+        + ")"
+    )
+    acted = decisions[decisions["action"].isin(["BUY", "SELL", "CLOSE"])]
+    for row in acted.head(3).itertuples():
+        console.print(f"  {row.explanation}", markup=False, highlight=False)
+    if len(acted) > 3:
+        console.print(f"  ... {len(acted) - 3} more: `sage explain RUN --at TIME` shows any decision in full")
 
 
 def _print_regimes(regimes) -> None:
@@ -183,8 +200,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     catalog = Path(args.catalog)
     if catalog.resolve() == DEFAULT_CATALOG.resolve():
         console.print(build_sample_catalog(catalog).summary())
-    config = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-    return _run_config(config, catalog)
+    config = Path(__file__).resolve().parents[1] / "configs" / "sage_backtest.yaml"
+    # The demo owns its output directory: each run replaces the previous one.
+    return _run_config(config, catalog, out=Path(args.out), overwrite=True)
 
 
 def _cmd_live(args: argparse.Namespace) -> int:
@@ -342,8 +360,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     register_all(CommandGroups(root=sub, train=train_sub, evaluate=evaluate_sub), args)
 
-    demo = sub.add_parser("demo", help="build the sample catalog if needed and run the demo backtest")
+    demo = sub.add_parser(
+        "demo",
+        help="build the sample catalog if needed, run SAGE end to end (configs/sage_backtest.yaml), write its report",
+    )
     _add_catalog(demo)
+    demo.add_argument("--out", type=Path, default=Path("runs") / "demo",
+                      help="run directory, replaced on every demo run (default runs/demo)")
     demo.set_defaults(func=_cmd_demo)
     return parser
 

@@ -12,12 +12,16 @@ The strategy is a thin Nautilus shell around pure parts that are tested on their
 
 Timing (no look-ahead): the strategy subscribes to the 1-minute bars and to the tactical (default 5 min)
 and strategic (default 30 min) bars Nautilus aggregates from them. It decides when a tactical bar closes,
-from data up to and including that bar and the latest ``RegimeData`` received (the RegimeActor's record
-for the same minute arrives first: the actor is subscribed before the strategy's aggregators, and a
-catalog replay lists the regime records before the bars). Orders go through the venue's latency model,
-so an entry decided on a bar fills at a later bar (``tests/strategy/test_sage_strategy.py`` checks every
-fill). Stops and targets are placed as reduce-only orders once the entry has filled, sized to the
-position, so they work with every execution algorithm (a sliced entry is protected as it fills).
+from data up to and including that bar and the latest ``RegimeData`` stamped *strictly before* that bar.
+The strict rule makes runs independent of delivery order: a RegimeActor publishes a minute's regime
+while the minute's bar is processed (before the aggregated bar), a catalog replay delivers it after the
+bars of the same timestamp (it must: a custom-data point before the bars would let orders sent on the
+previous bar reach the simulated venue before it has seen the new bar, i.e. fill at the old close). So
+live regimes (config (a)) and precomputed ones (config (b)) give the same decisions and fills
+(``tests/strategy/test_sage_end_to_end.py``). Orders go through the venue's latency model, so an entry
+decided on a bar fills at a later bar (the same test checks every fill). Stops and targets are placed as
+reduce-only orders once the entry has filled, sized to the position, so they work with every execution
+algorithm (a sliced entry is protected as it fills).
 """
 
 from __future__ import annotations
@@ -257,7 +261,8 @@ class SageStrategy(Strategy):
         self._features = FeatureStream(self._features.schema)
         self.atr.reset()
         self._strategic_outputs = []
-        self._regime: RegimeData | None = None
+        self._regime: RegimeData | None = None  # the latest received
+        self._regime_before: RegimeData | None = None  # the one before it (an earlier timestamp)
         self._last_close: float | None = None
         self._bars_held = 0
         self._bracket: tuple[float, float] | None = None  # (stop, target) of the open position
@@ -283,6 +288,8 @@ class SageStrategy(Strategy):
 
     def on_data(self, data: Data) -> None:
         if isinstance(data, RegimeData) and data.instrument_id == self.instrument_id:
+            if self._regime is not None and data.ts_event > self._regime.ts_event:
+                self._regime_before = self._regime
             self._regime = data
 
     def on_bar(self, bar: Bar) -> None:
@@ -656,10 +663,14 @@ class SageStrategy(Strategy):
         )
 
     def _regime_info(self, bar: Bar) -> RegimeInfo:
-        if self._regime is None:
-            # Nothing received yet: the fallback chain's own last resort, a uniform prior at level 5.
+        """The latest regime stamped strictly before ``bar`` (see the module docstring for why)."""
+        regime = self._regime
+        if regime is not None and regime.ts_event >= bar.ts_event:
+            regime = self._regime_before
+        if regime is None:
+            # Nothing known yet: the fallback chain's own last resort, a uniform prior at level 5.
             return RegimeInfo(2, 5, (0.25, 0.25, 0.25, 0.25), math.nan, 0.0, bar.ts_event)
-        return RegimeInfo.from_regime_data(self._regime)
+        return RegimeInfo.from_regime_data(regime)
 
     def _attributions(self, outputs: list[Any], tactical: np.ndarray, account: np.ndarray) -> list[dict[str, Any]]:
         assert self.ensemble is not None
