@@ -64,6 +64,7 @@ from sage.models.registry import (
     ModelManifest,
     ModelSchemaMismatchError,
     load_checkpoint,
+    read_sidecar,
     save_checkpoint,
     utc_now_iso,
 )
@@ -164,6 +165,95 @@ DEFAULT_BUNDLE = bundle_config()
 
 REFERENCE_BUNDLE = bundle_config(REFERENCE_RDE, hidden=64)
 """Reference-scale variant (d_model 256, 3 layers, 8 heads, latent 8, 24-bar window)."""
+
+
+REFERENCE_FILE: str = "reference.json"
+"""Checkpoint sidecar holding the :class:`InputReference` (sha256 in the manifest's ``sidecars``)."""
+
+
+class InputReference(msgspec.Struct, frozen=True, kw_only=True):
+    """The training distribution of the model's input rows and predicted labels, shipped with the weights.
+
+    Why: the detector's drift monitors ask "do the inputs (and the model's answers) still look like what
+    the model was trained on?". That needs the *training* distribution, not the first bars of the stream
+    being monitored (which may already be unlike the training data). Written by ``sage train regime``
+    into the sidecar :data:`REFERENCE_FILE`, checksummed through the manifest, loaded with the bundle.
+
+    The rows are the newest row of every training window (exactly the per-bar row the detector
+    monitors), weighted as training sampled them: each pool (labelled synthetic, unlabelled real) gets its
+    share of a batch, spread evenly over its windows.
+    """
+
+    columns: tuple[str, ...]
+    """Model-input columns, in the order of the model's feature axis."""
+    grid: int
+    """Quantile grid size ``G``: quantiles are stored at levels ``0, 1/G, ..., 1``."""
+    quantiles: tuple[tuple[float, ...], ...]
+    """Per column, ``G + 1`` weighted quantiles (the smallest value whose cumulative weight reaches the level)."""
+    below: tuple[tuple[float, ...], ...]
+    """Per column, the weighted share of reference values strictly below each quantile (exact under ties)."""
+    label_shares: tuple[float, float, float, float]
+    """Weighted share of each predicted regime (argmax of the model's probabilities) over the same rows."""
+    rows: int
+    """Number of reference rows (training windows)."""
+    weighting: str = ""
+    """How the rows were weighted, in words."""
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: np.ndarray,
+        weights: np.ndarray,
+        labels: np.ndarray,
+        *,
+        columns: tuple[str, ...],
+        grid: int = 200,
+        weighting: str = "",
+    ) -> InputReference:
+        """Summarise ``rows (n, F)`` with non-negative ``weights (n,)`` and predicted ``labels (n,)``
+        (-1 = none). Non-finite values are left out per column."""
+        rows = np.asarray(rows, dtype=np.float64)
+        weights = np.asarray(weights, dtype=np.float64)
+        labels = np.asarray(labels, dtype=np.int64)
+        n = rows.shape[0] if rows.ndim == 2 else -1
+        if rows.ndim != 2 or rows.shape[1] != len(columns) or weights.shape != (n,) or labels.shape != (n,):
+            raise ValueError(
+                f"rows {rows.shape}, weights {weights.shape}, labels {labels.shape} do not match "
+                f"{len(columns)} columns"
+            )
+        if grid < 2 or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError("need grid >= 2 and finite non-negative weights")
+        levels = np.arange(grid + 1) / grid
+        qs, lows = [], []
+        for j in range(rows.shape[1]):
+            ok = np.isfinite(rows[:, j]) & (weights > 0)
+            if not ok.any():
+                raise ValueError(f"reference column {columns[j]!r} has no finite values")
+            order = np.argsort(rows[ok, j], kind="stable")
+            values, w = rows[ok, j][order], weights[ok][order]
+            cum = np.cumsum(w) / w.sum()
+            idx = np.minimum(np.searchsorted(cum, levels, side="left"), values.size - 1)
+            q = values[idx]
+            cum0 = np.concatenate([[0.0], cum])
+            below = cum0[np.searchsorted(values, q, side="left")]
+            qs.append(tuple(float(x) for x in q))
+            lows.append(tuple(float(x) for x in below))
+        known = labels >= 0
+        shares = np.bincount(labels[known], weights=weights[known], minlength=N_REGIMES)[:N_REGIMES]
+        shares = shares / shares.sum() if shares.sum() > 0 else np.full(N_REGIMES, 1.0 / N_REGIMES)
+        return cls(
+            columns=tuple(columns),
+            grid=int(grid),
+            quantiles=tuple(qs),
+            below=tuple(lows),
+            label_shares=tuple(float(x) for x in shares),  # type: ignore[arg-type]
+            rows=int(rows.shape[0]),
+            weighting=weighting,
+        )
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(quantiles, below)`` as ``(F, G + 1)`` float64 arrays (``DriftMonitor.from_quantiles`` input)."""
+        return np.asarray(self.quantiles, dtype=np.float64), np.asarray(self.below, dtype=np.float64)
 
 
 class TrainOutput(NamedTuple):
@@ -560,8 +650,11 @@ class RegimeModelBundle:
         net: RegimeNet,
         feature_schema: FeatureSchema = DEFAULT_SCHEMA,
         manifest: ModelManifest | None = None,
+        reference: InputReference | None = None,
     ) -> None:
         self.net = net.eval()
+        self.reference = reference
+        """Training distribution of inputs and predictions (None: a checkpoint without one)."""
         self.config: BundleConfig = net.config
         self.feature_schema = feature_schema
         self.manifest = manifest
@@ -638,7 +731,24 @@ class RegimeModelBundle:
         if problems:
             raise CorruptCheckpointError(f"{name_or_path}: inconsistent manifest: {'; '.join(problems)}")
         net.load_state_dict(state_dict, strict=True)
-        bundle = cls(net, feature_schema, manifest)
+        reference = None
+        if REFERENCE_FILE in manifest.sidecars:
+            data = read_sidecar(name_or_path, manifest, REFERENCE_FILE)
+            try:
+                reference = msgspec.json.decode(data, type=InputReference)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise CorruptCheckpointError(f"{name_or_path}: {REFERENCE_FILE} is invalid: {exc}") from exc
+            width = reference.grid + 1
+            if (
+                reference.columns != inputs.columns
+                or len(reference.quantiles) != len(inputs.columns)
+                or len(reference.below) != len(inputs.columns)
+                or any(len(r) != width for r in (*reference.quantiles, *reference.below))
+            ):
+                raise CorruptCheckpointError(
+                    f"{name_or_path}: {REFERENCE_FILE} does not describe the model's {len(inputs.columns)} inputs"
+                )
+        bundle = cls(net, feature_schema, manifest, reference)
         if schema is not None:
             bundle.check_schema(schema)
         return bundle
@@ -652,8 +762,17 @@ class RegimeModelBundle:
         training: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         created: str | None = None,
+        reference: InputReference | None = None,
     ) -> ModelManifest:
-        """Write this bundle as a registry checkpoint; returns (and keeps) the written manifest."""
+        """Write this bundle as a registry checkpoint; returns (and keeps) the written manifest.
+
+        ``reference`` (default: the bundle's own, if any) is written as the checksummed sidecar
+        :data:`REFERENCE_FILE` and kept on the bundle."""
+        if reference is not None:
+            self.reference = reference
+        sidecars = {}
+        if self.reference is not None:
+            sidecars[REFERENCE_FILE] = msgspec.json.encode(self.reference)
         manifest = ModelManifest(
             name=name,
             kind=KIND,
@@ -667,7 +786,7 @@ class RegimeModelBundle:
             training=training or {},
             metrics=metrics or {},
         )
-        self.manifest = save_checkpoint(directory, self.net.state_dict(), manifest)
+        self.manifest = save_checkpoint(directory, self.net.state_dict(), manifest, sidecars)
         return self.manifest
 
     # -- description ----------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ A checkpoint is a directory::
     <name>/
       weights.pt      torch.save of a dict[str, Tensor] (nothing else: no modules, no code)
       manifest.json   ModelManifest: architecture, feature-schema hash + names, training data, metrics,
-                      version, created, sha256 of weights.pt
+                      version, created, sha256 of weights.pt (and of any sidecar files)
+      <sidecar>       optional data files written with the weights (e.g. ``reference.json``: the training
+                      distribution the drift monitors compare against), each checksummed in the manifest
 
 Why fail-closed: a model fed features it was not trained on, or weights that do not match the
 architecture it is built with, still produces numbers -- plausible-looking garbage that trades. And a
@@ -120,6 +122,9 @@ class ModelManifest(msgspec.Struct, frozen=True, kw_only=True):
     """sha256 hex digest of the weights file; filled in by :func:`save_checkpoint`."""
     format_version: int = FORMAT_VERSION
     """Checkpoint layout version (see :data:`FORMAT_VERSION`)."""
+    sidecars: dict[str, str] = msgspec.field(default_factory=dict)
+    """Extra files of the checkpoint (plain file names) -> their sha256; verified on load like the
+    weights (default none). Additive: checkpoints without sidecars read as before."""
 
 
 def utc_now_iso() -> str:
@@ -183,20 +188,39 @@ def state_dict_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     return buffer.getvalue()
 
 
-def save_checkpoint(
-    directory: str | os.PathLike[str], state_dict: Mapping[str, torch.Tensor], manifest: ModelManifest
-) -> ModelManifest:
-    """Write ``weights.pt`` and ``manifest.json`` into ``directory`` (created if needed).
+def _check_sidecar_name(name: str, where: object) -> None:
+    if Path(name).name != name or name in ("", ".", "..", WEIGHTS_FILE, MANIFEST_FILE):
+        raise CorruptCheckpointError(f"{where}: sidecar must be a plain file name other than the weights/manifest, got {name!r}")
 
-    Returns the manifest as written, with ``weights_sha256`` (and ``weights_file``) filled in. Each file
-    is written atomically (temp file + rename), the weights first, so a reader never sees a manifest
-    that points at missing or half-written weights.
+
+def save_checkpoint(
+    directory: str | os.PathLike[str],
+    state_dict: Mapping[str, torch.Tensor],
+    manifest: ModelManifest,
+    sidecars: Mapping[str, bytes] | None = None,
+) -> ModelManifest:
+    """Write ``weights.pt``, any ``sidecars`` (file name -> bytes) and ``manifest.json`` into ``directory``
+    (created if needed).
+
+    Returns the manifest as written, with ``weights_sha256`` (and ``weights_file``) and the sidecars'
+    sha256 filled in. Each file is written atomically (temp file + rename), the manifest last, so a
+    reader never sees a manifest that points at missing or half-written files.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = state_dict_bytes(state_dict)
-    manifest = msgspec.structs.replace(manifest, weights_file=WEIGHTS_FILE, weights_sha256=_sha256(data))
+    extra = dict(sidecars or {})
+    for name in extra:
+        _check_sidecar_name(name, directory)
+    manifest = msgspec.structs.replace(
+        manifest,
+        weights_file=WEIGHTS_FILE,
+        weights_sha256=_sha256(data),
+        sidecars={name: _sha256(blob) for name, blob in sorted(extra.items())},
+    )
     _atomic_write(directory / WEIGHTS_FILE, data)
+    for name, blob in sorted(extra.items()):
+        _atomic_write(directory / name, blob)
     _atomic_write(
         directory / MANIFEST_FILE, msgspec.json.format(msgspec.json.encode(manifest), indent=2) + b"\n"
     )
@@ -225,6 +249,30 @@ def read_manifest(directory: str | os.PathLike[str]) -> ModelManifest:
             f"{path}: weights_file must be a plain file name, got {manifest.weights_file!r}"
         )
     return manifest
+
+
+def read_sidecar(name_or_path: str | os.PathLike[str], manifest: ModelManifest, name: str) -> bytes:
+    """Bytes of the checkpoint's sidecar ``name``, verified against the manifest's sha256.
+
+    Raises :class:`MissingCheckpointError` when the manifest lists no such sidecar or the file is gone,
+    :class:`IntegrityError` when its sha256 differs (modified, replaced or truncated).
+    """
+    directory = resolve(name_or_path)
+    _check_sidecar_name(name, directory)
+    expected = manifest.sidecars.get(name)
+    path = directory / name
+    if expected is None:
+        raise MissingCheckpointError(f"model checkpoint {directory} lists no sidecar {name!r}")
+    if not path.is_file():
+        raise MissingCheckpointError(f"model checkpoint {directory} has no sidecar file {name}")
+    data = path.read_bytes()
+    digest = _sha256(data)
+    if digest != expected:
+        raise IntegrityError(
+            f"{path}: sha256 {digest[:16]}... does not match the manifest's {expected[:16]}... "
+            "(the file was modified, replaced or truncated)"
+        )
+    return data
 
 
 def _load_tensors(path: Path, data: bytes) -> dict[str, torch.Tensor]:
@@ -317,6 +365,8 @@ def load_checkpoint(
             f"{path}: sha256 {digest[:16]}... does not match the manifest's {manifest.weights_sha256[:16]}... "
             "(the weights were modified, replaced or truncated)"
         )
+    for name in manifest.sidecars:
+        read_sidecar(directory, manifest, name)
     state_dict = _load_tensors(path, data)
     for key, tensor in state_dict.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):

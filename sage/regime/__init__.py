@@ -4,6 +4,8 @@
 * :mod:`sage.regime.rules` -- level-3 (multi-indicator) and level-4 (volatility-only) rule detectors.
 * :mod:`sage.regime.fallback` -- the five-level fallback chain that always publishes.
 * :mod:`sage.regime.health` -- latency, input validation, feature and prediction drift, health flags.
+* :mod:`sage.regime.kernel` -- the detector's compiled per-bar step (all of the above, specialised),
+  shared by ``RegimeDetector.batch`` and ``DetectorStream.update``.
 
 Pure numpy/numba; no Nautilus, no torch. See ``docs/regime_reliability.md``.
 """

@@ -7,8 +7,17 @@ only difference is ``latency_us``: a live measurement, NaN in precomputed record
 
 Records are written with :func:`sage.data.catalog_writer.write_custom_data`: vectorised, atomic, and
 refused before anything is written when they overlap regimes already stored for that instrument.
-Bars must exist in the catalog for ``bar_type``; regimes on an INTERNAL aggregation (e.g. 30-minute
-from 1-minute) are computed by the actor live, not precomputed.
+
+Bar types. An EXTERNAL bar type is read from the catalog as stored. An INTERNAL time aggregation --
+``ESU3.XCME-30-MINUTE-LAST-INTERNAL@1-MINUTE-EXTERNAL``, or just ``ESU3.XCME-30-MINUTE-LAST-INTERNAL``
+when the catalog holds a finer EXTERNAL bar type of the same instrument and price type whose interval
+divides it (the finest is used) -- is built by Nautilus's own ``TimeBarAggregator`` inside a minimal
+``BacktestEngine`` run over the source bars (:func:`aggregate_internal_bars`): the very code path a
+``RegimeActor`` subscribed to that composite bar type goes through, with the engine's default data
+settings (bars stamped at close, left-open intervals, first partial bar emitted, bars also built for
+intervals without updates while the data runs). So the precomputed records replay identically to what
+the actor computes live (tested against a real engine run). The aggregation costs an engine pass over
+the source bars (tens of thousands of bars per second); the detector then runs in batch as usual.
 """
 
 from __future__ import annotations
@@ -18,7 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from nautilus_trader.model.data import BarType
+import pandas as pd
+from nautilus_trader.common.actor import Actor
+from nautilus_trader.config import ActorConfig
+from nautilus_trader.model.data import Bar, BarType
+from nautilus_trader.model.enums import AggregationSource, BarAggregation
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
 
 from sage.data.catalog_writer import write_custom_data
@@ -66,7 +79,13 @@ def precompute_regimes(
     """
     started = time.perf_counter()
     bt = BarType.from_str(bar_type)
-    bars = ParquetDataCatalog(str(catalog_path)).bars(bar_types=[str(bt)])
+    catalog = ParquetDataCatalog(str(catalog_path))
+    if bt.aggregation_source == AggregationSource.INTERNAL:
+        source = bt.composite() if bt.is_composite() else _finest_source(catalog, bt)
+        bars = aggregate_internal_bars(catalog, bt.standard(), source)
+        bt = composite_bar_type(bt, source)
+    else:
+        bars = catalog.bars(bar_types=[str(bt)])
     if not bars:
         raise ValueError(f"catalog {catalog_path} has no bars of type {bt}")
     detector = load_detector(model, config)
@@ -91,3 +110,96 @@ def precompute_regimes(
     files = write_custom_data(out_catalog or catalog_path, RegimeData, table)
     levels = {int(k): int(v) for k, v in frame["level"].value_counts().items()}
     return PrecomputeResult(str(bt), n, detector.model_version, levels, tuple(files), time.perf_counter() - started)
+
+
+def composite_bar_type(target: BarType, source: BarType) -> BarType:
+    """``target@source``: the bar type a subscriber names to get ``target`` built from ``source`` bars."""
+    src = "EXTERNAL" if source.aggregation_source == AggregationSource.EXTERNAL else "INTERNAL"
+    return BarType.from_str(f"{target.standard()}@{source.spec.step}-{BarAggregation(source.spec.aggregation).name}-{src}")
+
+
+def _finest_source(catalog: ParquetDataCatalog, target: BarType) -> BarType:
+    """The finest EXTERNAL time bar type in ``catalog`` for ``target``'s instrument and price type whose
+    interval divides ``target``'s; ValueError naming what exists when there is none."""
+    want = target.spec.timedelta
+    if want.total_seconds() <= 0:
+        raise ValueError(f"{target}: only time aggregations (second .. week) can be built from other bars")
+    root = Path(catalog.path) / "data" / "bar"
+    instrument = str(target.instrument_id)
+    stored = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    candidates = []
+    for name in stored:
+        prefix = instrument.replace("/", "")
+        if not name.startswith(prefix + "-"):
+            continue
+        try:
+            bt = BarType.from_str(instrument + name[len(prefix) :])
+        except ValueError:
+            continue
+        step = bt.spec.timedelta
+        if (
+            bt.aggregation_source == AggregationSource.EXTERNAL
+            and bt.spec.price_type == target.spec.price_type
+            and step.total_seconds() > 0
+            and step < want
+            and want % step == pd.Timedelta(0)
+        ):
+            candidates.append((step, bt))
+    if not candidates:
+        raise ValueError(
+            f"cannot build {target}: the catalog has no EXTERNAL {target.spec.price_type.name} time bars of "
+            f"{instrument} whose interval divides {want} (stored bar types: {', '.join(stored) or 'none'}); "
+            f"name the source explicitly as {target}@<step>-<AGGREGATION>-EXTERNAL"
+        )
+    return min(candidates, key=lambda c: c[0])[1]
+
+
+def aggregate_internal_bars(catalog: ParquetDataCatalog, target: BarType, source: BarType) -> list[Bar]:
+    """``target`` bars aggregated from the catalog's ``source`` bars exactly as a live subscription to
+    ``target@source`` would deliver them: Nautilus's ``TimeBarAggregator`` in a ``BacktestEngine``
+    (default engine settings), collected by a subscriber started with the run."""
+    from nautilus_trader.backtest.engine import BacktestEngine, BacktestEngineConfig
+    from nautilus_trader.config import LoggingConfig
+    from nautilus_trader.model.enums import AccountType, OmsType
+    from nautilus_trader.model.objects import Money
+
+    bars = catalog.bars(bar_types=[str(source)])
+    if not bars:
+        raise ValueError(f"catalog {catalog.path} has no bars of type {source} to build {target} from")
+    instruments = catalog.instruments(instrument_ids=[str(target.instrument_id)])
+    if not instruments:
+        raise ValueError(f"catalog {catalog.path} has no instrument {target.instrument_id}")
+    instrument = instruments[0]
+    engine = BacktestEngine(BacktestEngineConfig(logging=LoggingConfig(log_level="ERROR")))
+    try:
+        engine.add_venue(
+            instrument.id.venue, OmsType.NETTING, AccountType.MARGIN,
+            starting_balances=[Money(1_000_000, instrument.quote_currency)], base_currency=None,
+        )  # fmt: skip
+        engine.add_instrument(instrument)
+        engine.add_data(bars)
+        collector = _BarCollector(str(composite_bar_type(target, source)))
+        engine.add_actor(collector)
+        engine.run()
+        return list(collector.bars)
+    finally:
+        engine.dispose()
+
+
+class _BarCollectorConfig(ActorConfig, frozen=True):
+    bar_type: str
+
+
+class _BarCollector(Actor):
+    """Subscribes to one (composite) bar type and keeps every bar it receives."""
+
+    def __init__(self, bar_type: str) -> None:
+        super().__init__(_BarCollectorConfig(component_id="SAGE-BAR-COLLECTOR", bar_type=bar_type))
+        self.subscribed = BarType.from_str(bar_type)
+        self.bars: list[Bar] = []
+
+    def on_start(self) -> None:
+        self.subscribe_bars(self.subscribed)
+
+    def on_bar(self, bar: Bar) -> None:
+        self.bars.append(bar)

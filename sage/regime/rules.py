@@ -40,7 +40,22 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from sage.regime.conformal import SortedWindow
+from sage.regime.kernel import (
+    RC_IS_RULE,
+    RC_LAM,
+    RC_MIN_PERIODS,
+    RC_RATIO,
+    RC_SIZE,
+    RC_SLOPE,
+    RC_THRESHOLD,
+    RC_TREND_SLOPE,
+    RC_USE_DRIFT,
+    RC_W,
+    RS_RATIO,
+    RS_SIZE,
+    RS_TREND,
+    rules_update,
+)  # fmt: skip
 
 __all__ = [
     "UNDECIDED",
@@ -49,6 +64,7 @@ __all__ = [
     "VolatilityConfig",
     "VolatilityDetector",
     "labels_from_probabilities",
+    "rules_config",
 ]
 
 #: Label reported when a detector cannot decide.
@@ -133,13 +149,6 @@ class RuleConfig(VolatilityConfig, frozen=True, kw_only=True):
             raise ValueError("trend weights must be >= 0 with a positive sum")
 
 
-def _sigmoid(x: float) -> float:
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
 def labels_from_probabilities(probs: np.ndarray) -> np.ndarray:
     """Argmax label per row; :data:`UNDECIDED` (-1) for rows with any NaN."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -161,7 +170,9 @@ class VolatilityDetector:
         :class:`VolatilityConfig` (defaults documented there).
 
     State: the trailing volatility window, the EW sums of returns, ``rows_seen``; ``last_ratio`` and
-    ``last_trend`` (the evidence behind the last output, for logs).
+    ``last_trend`` (the evidence behind the last output, for logs). The arithmetic is the compiled
+    :func:`sage.regime.kernel.rules_update`, the very function the detector's per-bar kernel runs, so a
+    detector used on its own and the one inside ``RegimeDetector`` agree exactly.
     """
 
     config: VolatilityConfig
@@ -174,8 +185,12 @@ class VolatilityDetector:
         if missing:
             raise ValueError(f"{type(self).__name__}: columns lack {missing}")
         self._idx = np.array([self._index[c] for c in self._required()], dtype=np.int64)
-        self._lam = 0.5 ** (1.0 / self.config.trend_halflife)
-        self._vols = SortedWindow(self.config.vol_window)
+        self._cfg = rules_config(self.config, rule=len(self._required()) == 7)
+        self._fifo = np.zeros(self.config.vol_window)
+        self._sorted = np.zeros(self.config.vol_window)
+        self._meta = np.zeros(2, dtype=np.int64)  # head, count of the volatility window
+        self._state = np.zeros(RS_SIZE)
+        self._out = np.empty(4)
         self.reset()
 
     @staticmethod
@@ -187,70 +202,21 @@ class VolatilityDetector:
 
     def reset(self) -> VolatilityDetector:
         """Forget all state (a fresh detector)."""
-        self._vols.clear()
-        self._num = 0.0  # sum of lambda^i r_{t-i}
-        self._den = 0.0  # sum of lambda^i
-        self._den2 = 0.0  # sum of lambda^(2i)
+        self._meta[:] = 0
+        self._state[:] = 0.0
+        self._state[RS_RATIO] = self._state[RS_TREND] = math.nan
         self.rows_seen = 0
-        self.last_ratio = math.nan
-        self.last_trend = math.nan
         return self
 
-    # -- state updates --------------------------------------------------------------------------------
+    @property
+    def last_ratio(self) -> float:
+        """``vol / median`` behind the last output (NaN when undecided)."""
+        return float(self._state[RS_RATIO])
 
-    def _push_vol(self, vol: float) -> None:
-        self._vols.push(vol)
-
-    def _push_return(self, r: float) -> None:
-        lam = self._lam
-        self._num = lam * self._num + r
-        self._den = lam * self._den + 1.0
-        self._den2 = lam * lam * self._den2 + 1.0
-
-    def _drift_t(self, vol: float) -> float:
-        """t-statistic of the EW mean return under iid returns with per-bar std ``vol``; NaN if undefined."""
-        if self._den <= 0.0:
-            return math.nan
-        mean = self._num / self._den
-        se = vol * math.sqrt(self._den2) / self._den
-        if se > 0.0:
-            return mean / se
-        return 0.0 if mean == 0.0 else math.copysign(math.inf, mean)
-
-    # -- probabilities -----------------------------------------------------------------------------------
-
-    def _p_volatile(self, vol: float) -> float:
-        med = self._vols.median()
-        cfg = self.config
-        if med > 0.0:
-            ratio = vol / med
-        else:  # a flat history: any movement is extraordinary, none is not
-            ratio = math.inf if vol > 0.0 else 1.0
-        self.last_ratio = ratio
-        if ratio == 0.0:
-            return 0.0
-        if math.isinf(ratio):
-            return 1.0
-        return _sigmoid(cfg.vol_slope * math.log(ratio / cfg.volatile_ratio))
-
-    def _direction(self, trend: float) -> tuple[float, float, float]:
-        """(bull, bear, sideways) shares of the non-volatile mass for trend score ``trend``."""
-        cfg = self.config
-        k, c = cfg.trend_slope, cfg.trend_threshold
-        # Softmax of (k (T - c), k (-T - c), 0), computed stably.
-        a = k * (trend - c)
-        b = k * (-trend - c)
-        m = max(a, b, 0.0)
-        ea, eb, es = math.exp(a - m), math.exp(b - m), math.exp(-m)
-        z = ea + eb + es
-        return ea / z, eb / z, es / z
-
-    def _trend(self, row: np.ndarray, vol: float) -> float:
-        """Trend score ``T`` (level 4: the drift t-statistic, clipped to +-10)."""
-        if not self.config.use_drift:
-            return math.nan
-        t = self._drift_t(vol)
-        return max(-10.0, min(10.0, t)) if not math.isnan(t) else math.nan
+    @property
+    def last_trend(self) -> float:
+        """Trend score ``T`` behind the last output (NaN when undecided or without a trend read)."""
+        return float(self._state[RS_TREND])
 
     def _read(self, row: Any) -> np.ndarray:
         if isinstance(row, Mapping):
@@ -263,26 +229,10 @@ class VolatilityDetector:
     def update(self, row: Any) -> np.ndarray:
         """Consume one feature row (array in ``columns`` order, or a mapping by name); return the
         probabilities (BULL, BEAR, SIDEWAYS, VOLATILE), all NaN when the detector cannot decide."""
-        vals = self._read(row)
+        vals = np.ascontiguousarray(self._read(row), dtype=np.float64)
         self.rows_seen += 1
-        nan4 = np.full(4, np.nan)
-        if not np.isfinite(vals).all() or vals[0] < 0:
-            self.last_ratio = self.last_trend = math.nan
-            return nan4
-        vol, r = float(vals[0]), float(vals[1])
-        self._push_vol(vol)
-        self._push_return(r)
-        if len(self._vols) < self.config.vol_min_periods:
-            self.last_ratio = self.last_trend = math.nan
-            return nan4
-        pv = self._p_volatile(vol)
-        trend = self._trend(vals, vol)
-        self.last_trend = trend
-        if math.isnan(trend):
-            return np.array([0.0, 0.0, 1.0 - pv, pv])
-        bull, bear, side = self._direction(trend)
-        rest = 1.0 - pv
-        return np.array([rest * bull, rest * bear, rest * side, pv])
+        rules_update(self._cfg, self._state, self._fifo, self._sorted, self._meta, 0, vals, self._out)
+        return self._out.copy()
 
     def run(self, X: Any) -> np.ndarray:
         """Probabilities for each row of ``X`` (n x len(columns) array, or a DataFrame with those
@@ -334,23 +284,20 @@ class RuleDetector(VolatilityDetector):
             "bb_pctb",
         )
 
-    def _trend(self, row: np.ndarray, vol: float) -> float:
-        cfg = self.config
-        _, _, mom, macd, atr, rsi, pctb = (float(x) for x in row)
-        t_drift = self._drift_t(vol) if cfg.use_drift else math.nan
-        t_mom = mom / (vol * math.sqrt(20.0)) if vol > 0 else 0.0
-        t_macd = macd / atr if atr > 0 else 0.0
-        reads = (
-            (cfg.w_drift, t_drift),
-            (cfg.w_momentum, t_mom),
-            (cfg.w_macd, t_macd),
-            (cfg.w_rsi, (rsi - 50.0) / 10.0),
-            (cfg.w_bollinger, 2.0 * (pctb - 0.5)),
-        )
-        num = 0.0
-        den2 = 0.0
-        for w, x in reads:
-            if w > 0 and not math.isnan(x):
-                num += w * max(-10.0, min(10.0, x))
-                den2 += w * w
-        return num / math.sqrt(den2) if den2 > 0 else math.nan
+
+def rules_config(config: VolatilityConfig, *, rule: bool) -> np.ndarray:
+    """The config vector :func:`sage.regime.kernel.rules_update` reads (``RC_*`` layout); ``rule`` selects
+    level 3 (five trend reads, ``config`` must be a :class:`RuleConfig`) or level 4 (drift read only)."""
+    cfg = np.zeros(RC_SIZE)
+    cfg[RC_MIN_PERIODS] = config.vol_min_periods
+    cfg[RC_RATIO] = config.volatile_ratio
+    cfg[RC_SLOPE] = config.vol_slope
+    cfg[RC_USE_DRIFT] = 1.0 if config.use_drift else 0.0
+    cfg[RC_LAM] = 0.5 ** (1.0 / config.trend_halflife)
+    cfg[RC_THRESHOLD] = config.trend_threshold
+    cfg[RC_TREND_SLOPE] = config.trend_slope
+    if rule:
+        assert isinstance(config, RuleConfig)
+        cfg[RC_W : RC_W + 5] = (config.w_drift, config.w_momentum, config.w_macd, config.w_rsi, config.w_bollinger)
+        cfg[RC_IS_RULE] = 1.0
+    return cfg

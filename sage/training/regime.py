@@ -50,7 +50,14 @@ from sage.data.synthetic import SyntheticMarketConfig, generate_bars
 from sage.features import compute, strategic_rows
 from sage.features.bars import to_arrays
 from sage.features.schema import DEFAULT_SCHEMA, FeatureSchema
-from sage.models.bundle import DEFAULT_BUNDLE, BundleConfig, RegimeModelBundle, RegimeNet, windows_from_rows
+from sage.models.bundle import (
+    DEFAULT_BUNDLE,
+    BundleConfig,
+    InputReference,
+    RegimeModelBundle,
+    RegimeNet,
+    windows_from_rows,
+)
 from sage.models.forecaster import pinball_loss, standardised_forward_return
 from sage.models.rde import beta_vae_loss
 from sage.models.registry import ASSETS_DIR, MANIFEST_FILE, ModelLoadError, read_manifest
@@ -562,6 +569,10 @@ def train_regime(
         }
         metrics["real_train"] = {s.name: evaluate(bundle, s, s.train_ends, unconditional) for s in real}
         metrics["unconditional_quantiles"] = [float(v) for v in unconditional]
+        say("summarising the training distribution for the drift monitors")
+        reference = training_reference(
+            bundle, labelled, unlabelled, config.batch_synthetic, batch_real, arch.inputs.window
+        )
         last = history[-min(100, len(history)) :]
         metrics["final_train_losses"] = {k: float(np.mean([h[k] for h in last])) for k in last[0]}
         seconds = time.perf_counter() - started
@@ -582,13 +593,63 @@ def train_regime(
                 "classifier_labels": "synthetic market truth only (real data: VAE + forecaster losses)",
             }
             manifest = bundle.save(
-                target_dir, name=config.name, version=config.version, training=training, metrics=metrics
+                target_dir,
+                name=config.name,
+                version=config.version,
+                training=training,
+                metrics=metrics,
+                reference=reference,
             )
             sha = manifest.weights_sha256
+        bundle.reference = reference
         return TrainResult(bundle, metrics, history, seconds, target_dir, sha)
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
+
+
+def training_reference(
+    bundle: RegimeModelBundle,
+    labelled: Sequence[Series],
+    unlabelled: Sequence[Series],
+    batch_labelled: int,
+    batch_unlabelled: int,
+    length: int,
+    grid: int = 200,
+) -> InputReference:
+    """The training distribution of the model-input row and of the model's predicted label.
+
+    Rows are the newest row of every training window (the per-bar row the detector's drift monitor
+    scores), each pool weighted by its share of a training batch and spread evenly over its windows --
+    the distribution the optimizer actually sampled. Predictions are the trained model's argmax on the
+    same windows. Deterministic: a pure function of the trained weights and the data.
+    """
+    rows, weights, labels = [], [], []
+    pools = ((labelled, batch_labelled), (unlabelled, batch_unlabelled))
+    total = float(batch_labelled + batch_unlabelled)
+    for series, share in pools:
+        n_windows = sum(int(s.train_ends.size) for s in series)
+        if share == 0 or n_windows == 0:
+            continue
+        for s in series:
+            ends = s.train_ends
+            if ends.size == 0:
+                continue
+            rows.append(s.rows[ends])
+            weights.append(np.full(ends.size, share / total / n_windows))
+            windows = windows_from_rows(s.rows, length)[ends - length + 1]
+            labels.append(bundle.infer_batch(windows).labels.astype(np.int64))
+    return InputReference.from_rows(
+        np.concatenate(rows),
+        np.concatenate(weights),
+        np.concatenate(labels),
+        columns=bundle.input_names,
+        grid=grid,
+        weighting=(
+            f"newest row of every training window; labelled pool {batch_labelled / total:.3f}, unlabelled pool "
+            f"{batch_unlabelled / total:.3f} (batch shares), uniform within a pool"
+        ),
+    )
 
 
 class _ProgressBar:

@@ -15,13 +15,16 @@ from sage.models.bundle import (
     DEFAULT_BUNDLE,
     DEFAULT_INPUT_COLUMNS,
     REFERENCE_BUNDLE,
+    REFERENCE_FILE,
     BundleConfig,
+    InputReference,
     InputSpec,
     RegimeModelBundle,
     bundle_config,
     windows_from_rows,
 )
 from sage.models.rde import REFERENCE_RDE, RDEConfig
+from sage.models.registry import CorruptCheckpointError, IntegrityError, MissingCheckpointError
 
 MEAN_POOL = bundle_config(RDEConfig(pooling="mean", n_layers=2))
 LAST_POOL = bundle_config(RDEConfig(pooling="last", n_layers=2))
@@ -194,3 +197,48 @@ def test_config_consistency_is_enforced() -> None:
     assert InputSpec().hash(RegimeModelBundle.from_config().feature_schema) != InputSpec(window=23).hash(
         RegimeModelBundle.from_config().feature_schema
     )
+
+
+def _reference_for(bundle: RegimeModelBundle) -> InputReference:
+    rows = np.random.default_rng(3).normal(size=(500, len(bundle.input_names)))
+    labels = np.random.default_rng(4).integers(-1, 4, 500)
+    return InputReference.from_rows(rows, np.ones(500), labels, columns=bundle.input_names, grid=20)
+
+
+def test_reference_sidecar_is_saved_checksummed_and_verified(tmp_path) -> None:
+    bundle = RegimeModelBundle.from_config(seed=5)
+    manifest = bundle.save(tmp_path / "m", name="m", reference=_reference_for(bundle))
+    assert set(manifest.sidecars) == {REFERENCE_FILE}
+    assert RegimeModelBundle.load(tmp_path / "m").reference == bundle.reference
+    path = tmp_path / "m" / REFERENCE_FILE
+    original = path.read_bytes()
+    path.write_bytes(original.replace(b"0.", b"1.", 1))  # tampered
+    with pytest.raises(IntegrityError, match=REFERENCE_FILE):
+        RegimeModelBundle.load(tmp_path / "m")
+    path.unlink()
+    with pytest.raises(MissingCheckpointError, match=REFERENCE_FILE):
+        RegimeModelBundle.load(tmp_path / "m")
+    # a checkpoint written without a reference loads with none (the detector then self-references)
+    RegimeModelBundle.from_config(seed=5).save(tmp_path / "plain", name="plain")
+    assert RegimeModelBundle.load(tmp_path / "plain").reference is None
+
+
+def test_reference_for_other_inputs_is_refused(tmp_path) -> None:
+    bundle = RegimeModelBundle.from_config(seed=5)
+    ref = _reference_for(bundle)
+    bad = InputReference.from_rows(np.zeros((10, 2)), np.ones(10), np.zeros(10, dtype=np.int64), columns=("a", "b"), grid=4)
+    bundle.save(tmp_path / "m", name="m", reference=bad)
+    with pytest.raises(CorruptCheckpointError, match="does not describe"):
+        RegimeModelBundle.load(tmp_path / "m")
+    assert ref.columns == bundle.input_names
+
+
+def test_shipped_default_carries_its_training_reference() -> None:
+    bundle = RegimeModelBundle.load("default")
+    ref = bundle.reference
+    assert ref is not None and ref.columns == bundle.input_names and ref.grid == 200
+    assert ref.rows > 300_000  # every training window of the 4 synthetic markets and the real bars
+    assert sum(ref.label_shares) == pytest.approx(1.0) and min(ref.label_shares) > 0.05
+    q, below = ref.arrays()
+    assert (np.diff(q, axis=1) >= 0).all() and (np.diff(below, axis=1) >= 0).all()
+    assert "labelled pool 0.800" in ref.weighting

@@ -54,6 +54,9 @@ def test_training_is_bitwise_deterministic(tmp_path: Path) -> None:
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     assert a.weights_sha256 == b.weights_sha256
     assert (tmp_path / "a" / "weights.pt").read_bytes() == (tmp_path / "b" / "weights.pt").read_bytes()
+    # the training distribution the drift monitors use is reproduced byte for byte too
+    assert (tmp_path / "a" / "reference.json").read_bytes() == (tmp_path / "b" / "reference.json").read_bytes()
+    assert read_manifest(tmp_path / "a").sidecars == read_manifest(tmp_path / "b").sidecars != {}
     assert a.history == b.history
     c = train_regime(msgspec.structs.replace(TINY, seed=1), progress=False)
     assert not torch.equal(c.bundle.net.state_dict()["rde.pos"], sa["rde.pos"])
