@@ -17,8 +17,12 @@ fallback chain's job.
 
 from __future__ import annotations
 
+import math
+
+import msgspec
 import numpy as np
 from nautilus_trader.common.actor import Actor
+from nautilus_trader.common.component import LiveClock
 from nautilus_trader.config import ActorConfig
 from nautilus_trader.core.data import Data
 from nautilus_trader.model.data import Bar, BarType, DataType
@@ -47,6 +51,12 @@ class RegimeActorConfig(ActorConfig, frozen=True):
     warmup_inference : bool, default True
         Run one inference at start so the first bar does not pay numba's load time (which would count
         as a latency-budget breach).
+    latency_guard : {"live", "always", "never"}, default "live"
+        When a model call over ``detector.latency_budget_us`` sends the chain down a level: ``"live"``
+        only under a live clock (a ``TradingNode``), ``"always"``, or ``"never"``. A backtest measures
+        wall time of a simulated bar, so enforcing the budget there would make a run's regimes, and every
+        decision taken on them, depend on how busy the machine was; with ``"live"`` backtests are
+        reproducible and still publish the measured ``latency_us``.
     """
 
     bar_type: str
@@ -54,6 +64,7 @@ class RegimeActorConfig(ActorConfig, frozen=True):
     detector: DetectorConfig = DetectorConfig()
     metadata: dict[str, str] | None = None
     warmup_inference: bool = True
+    latency_guard: str = "live"
 
 
 class RegimeActor(Actor):
@@ -68,17 +79,28 @@ class RegimeActor(Actor):
         self.published = 0
 
     def on_start(self) -> None:
+        config = self.config.detector
+        if not self._enforce_latency_budget():
+            config = msgspec.structs.replace(config, latency_budget_us=math.inf)
         try:
-            self.detector = load_detector(self.config.model, self.config.detector)
+            self.detector = load_detector(self.config.model, config)
         except ModelLoadError as exc:
             self.log.error(f"regime model {self.config.model!r} unavailable, running rules only: {exc}")
-            self.detector = load_detector(RULES_ONLY, self.config.detector)
+            self.detector = load_detector(RULES_ONLY, config)
         if self.config.warmup_inference and self.detector.bundle is not None:
             bundle = self.detector.bundle
             bundle.infer(np.zeros((bundle.window_length, len(bundle.input_names)), dtype=np.float32))
         self.stream = self.detector.stream()
         self.log.info(f"regime detector {self.detector.model_version} on {self.bar_type}")
         self.subscribe_bars(self.bar_type)
+
+    def _enforce_latency_budget(self) -> bool:
+        guard = self.config.latency_guard
+        if guard not in ("live", "always", "never"):
+            raise ValueError(f"RegimeActorConfig.latency_guard must be live|always|never, got {guard!r}")
+        if guard == "live":
+            return isinstance(self.clock, LiveClock)
+        return guard == "always"
 
     def on_bar(self, bar: Bar) -> None:
         assert self.stream is not None and self.detector is not None
