@@ -62,6 +62,7 @@ from sage.data.regimes import REGIME_NAMES
 from sage.features import FeatureStream, compute
 from sage.features.bars import bar_values, to_arrays
 from sage.features.matrices import MatrixStream, strategic_rows
+from sage.models.adapters.base import QuantileForecastAdapter, standardise
 from sage.models.bundle import RegimeModelBundle
 from sage.models.registry import ModelLoadError
 from sage.regime import kernel as K
@@ -104,6 +105,13 @@ class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Conformity scores remembered by the adaptive calibrator."""
     latency_budget_us: float = 5000.0
     """A model call slower than this (streaming only) sends the chain below the model levels."""
+    forecaster: str | None = None
+    """Foundation-model forecaster whose quantiles replace the bundle's own forecaster head, as a spec
+    ``"tirex:<dir>"`` or ``"chronos:<dir>"`` (local checkpoints only, see ``sage.models.adapters`` and
+    ``docs/forecast_adapters.md``); None (default) uses the bundle's head. Ignored without a learned model
+    (``"rules"``). Its call time counts against ``latency_budget_us``: raise that for real-size models."""
+    forecaster_context: int | None = None
+    """Closes per foundation-model context (default None: the model's own maximum)."""
     drift_reference: Literal["training", "self"] = "training"
     """Reference of the feature-drift monitor: ``"training"`` (default) = the training distribution
     shipped with the model (``reference.json``); a checkpoint without one falls back to ``"self"`` =
@@ -167,15 +175,28 @@ def load_detector(name: str = "default", config: DetectorConfig | None = None) -
     """
     config = msgspec.structs.replace(config or DetectorConfig(), model=name)
     bundle = None if name == RULES_ONLY else RegimeModelBundle.load(name)
-    return RegimeDetector(config, bundle)
+    forecaster = None
+    if bundle is not None and config.forecaster is not None:
+        from sage.models.adapters import load_forecaster  # optional extra: imported only when asked for
+
+        forecaster = load_forecaster(config.forecaster, horizon=bundle.horizon, context_length=config.forecaster_context)
+    return RegimeDetector(config, bundle, forecaster)
 
 
 class RegimeDetector:
     """A configured detector; cheap to create streams from (each stream has its own state)."""
 
-    def __init__(self, config: DetectorConfig, bundle: RegimeModelBundle | None) -> None:
+    def __init__(
+        self,
+        config: DetectorConfig,
+        bundle: RegimeModelBundle | None,
+        forecaster: QuantileForecastAdapter | None = None,
+    ) -> None:
+        if forecaster is not None and (bundle is None or forecaster.horizon != bundle.horizon):
+            raise ValueError("a forecaster adapter needs a model bundle with the same horizon")
         self.config = config
         self.bundle = bundle
+        self.forecaster = forecaster
         schema = bundle.feature_schema if bundle is not None else None
         self._feature_names = tuple(FeatureStream(schema).names)
         self.schema = schema
@@ -215,6 +236,10 @@ class RegimeDetector:
             rows = strategic_rows(bars, self.schema)
             out = self.bundle.infer_rows(rows)
             vec, probs, quant = out.vectors, out.probs, out.quantiles
+            if self.forecaster is not None:
+                log_q = self.forecaster.predict_closes(np.asarray(c, dtype=np.float64))
+                sigma = features["ewma_vol"].to_numpy(dtype=np.float64)
+                quant = standardise(log_q, sigma, self.forecaster.horizon).astype(np.float32)
             model_in = np.ascontiguousarray(self.bundle.select_rows(rows), dtype=np.float64)
         else:
             vec = np.full((n, 8), np.nan, np.float32)
@@ -254,6 +279,8 @@ class DetectorStream:
         self._features = FeatureStream(detector.schema)
         bundle = detector.bundle
         self._matrix = MatrixStream("strategic", detector.schema) if bundle is not None else None
+        self._forecast = detector.forecaster.stream() if detector.forecaster is not None else None
+        self._sigma_index = tuple(self._features.names).index("ewma_vol")
         self._state = _KernelState(detector)
         self._args = self._state.args()
         self._model_slow = False
@@ -286,8 +313,12 @@ class DetectorStream:
             t0 = self.clock()
             window = bundle.select(matrix)
             out = bundle.infer(window)
-            model_us = (self.clock() - t0) / 1_000.0
             vec, probs, quant = out.vector, out.probs, out.quantiles
+            if self._forecast is not None:
+                log_q = self._forecast.update(c)
+                sigma = np.float64(feat[self._sigma_index])
+                quant = standardise(log_q, sigma, self.detector.forecaster.horizon).astype(np.float32)
+            model_us = (self.clock() - t0) / 1_000.0
             model_in = np.ascontiguousarray(window[-1], dtype=np.float64)
         ext = self._ext
         ext[K.EX_MODEL_SLOW] = self._model_slow
