@@ -9,6 +9,14 @@ import pytest
 from nbclient import NotebookClient
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+#: Notebooks that must exist (a deleted or renamed notebook would otherwise just drop out of the run).
+#: quickstart: ingest -> precompute -> backtest -> report -> explain (~15 s);
+#: research: tiny training -> walk-forward evaluation of the agents and of the strategy (~35 s).
+REQUIRED = {"quickstart.ipynb", "research.ipynb"}
+
+
+def test_required_notebooks_exist() -> None:
+    assert REQUIRED <= {p.name for p in NOTEBOOKS}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
