@@ -348,7 +348,7 @@ def test_databento_paper_template_parses_with_env_credentials(tmp_path: Path) ->
     config = load_live_config(TEMPLATES / "databento_paper.yaml", environ=FAKE_ENV, persist=tmp_path)
     data = config.node.data_clients["DATABENTO"]
     assert isinstance(data, DatabentoDataClientConfig) and data.api_key == "db-789"
-    assert [str(i) for i in data.instrument_ids or []] == ["ESZ5.XCME"]
+    assert [str(i) for i in data.instrument_ids or []] == ["ESH7.XCME"]
     paper = config.node.exec_clients["XCME"]
     assert isinstance(paper, PaperExecClientConfig) and paper.fill_on_next_bar is False
 

@@ -37,6 +37,7 @@ import pandas as pd
 from nautilus_trader.common.config import NautilusConfig, resolve_path
 from nautilus_trader.config import (
     ImportableActorConfig,
+    ImportableExecAlgorithmConfig,
     ImportableStrategyConfig,
     LiveDataClientConfig,
     LiveExecClientConfig,
@@ -109,6 +110,13 @@ class LiveOutcome:
     orders: pd.DataFrame  #: one row per filled order
     positions: pd.DataFrame
     account: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: every order of the run, whatever its status (``Trader.generate_orders_report``), with its tags
+    order_history: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: the risk engine's trading state when the node stopped: "ACTIVE", "REDUCING" or "HALTED"
+    trading_state: str = "ACTIVE"
+    #: per strategy id, the state it hands Nautilus when saved (``Strategy.save()``, i.e. ``on_save``):
+    #: what ``save_state: true`` wrote to the cache database when the node stopped
+    strategy_states: dict[str, dict[str, bytes]] = field(default_factory=dict)
     stream_dir: Path | None = None  #: <persist>/live/<instance_id> with the feather files
     persist_catalog: Path | None = None  #: catalog the streamed custom data was converted into
     converted: list[str] = field(default_factory=list)  #: data classes converted to Parquet
@@ -128,12 +136,15 @@ class LiveOutcome:
                 last = pd.Timestamp(stats.last_original_ns, tz="UTC")
                 span = f", data {first:%Y-%m-%d %H:%M} .. {last:%Y-%m-%d %H:%M} UTC"
             error = f", error: {stats.error}" if stats.error else ""
+            derived = f" (+{stats.derived_emitted:,d} derived)" if stats.derived_emitted else ""
             lines.append(
-                f"  {client}: {stats.bars_emitted:,d} of {stats.bars_loaded:,d} bars replayed{span}{error}"
+                f"  {client}: {stats.bars_emitted:,d} of {stats.bars_loaded:,d} bars replayed{derived}{span}{error}"
             )
         lines.append(
             f"  {len(self.orders)} filled orders, {len(self.fills)} fills, {len(self.positions)} positions"
         )
+        if self.trading_state != "ACTIVE":
+            lines.append(f"  trading state {self.trading_state} (kill switch or risk engine)")
         for venue, report in self.account.items():
             if len(report):
                 last_row = report.iloc[-1]
@@ -166,7 +177,13 @@ def load_live_config(
     path = Path(path)
     raw = _read_yaml(path)
     raw, secrets = _resolve_env(raw, os.environ if environ is None else environ, path)
-    _reject_unknown(raw, TradingNodeConfig, "", path, skip=set(_CLIENT_SECTIONS) | {"strategies", "actors"})
+    _reject_unknown(
+        raw,
+        TradingNodeConfig,
+        "",
+        path,
+        skip=set(_CLIENT_SECTIONS) | {"strategies", "actors", "exec_algorithms"},
+    )
 
     data_clients, data_factories = _clients(
         raw, "data_clients", LiveDataClientConfig, LiveDataClientFactory, path
@@ -321,10 +338,12 @@ def _check_catalog(cfg: ReplayDataClientConfig, where: str, path: Path) -> None:
 
 
 def _check_components(raw: dict[str, Any], path: Path) -> None:
-    """Decode each strategy/actor config the way Nautilus's factories will, so errors name the key."""
+    """Decode each strategy/actor/exec-algorithm config the way Nautilus's factories will, so errors
+    name the key."""
     for section, importable, cls_key in (
         ("strategies", ImportableStrategyConfig, "strategy_path"),
         ("actors", ImportableActorConfig, "actor_path"),
+        ("exec_algorithms", ImportableExecAlgorithmConfig, "exec_algorithm_path"),
     ):
         entries = raw.get(section) or []
         if not isinstance(entries, list):
@@ -493,7 +512,27 @@ def run_live(
 
 
 def _engines_idle(kernel: NautilusKernel) -> Callable[[], bool]:
+    """True when the engines' queues are empty and no component timer is overdue.
+
+    Overdue timers matter for exec algorithms: they start each parent order on a zero-delay time alert
+    (``sage.execution.algorithms.base``), which the live clock fires on the loop a moment later; a
+    replay at ``speed: max`` must not emit the next bar before it has fired, or where the first slice
+    lands would depend on thread scheduling. Timers due in the future (slices, horizons) are not waited
+    for: they run in wall time (see docs/live.md).
+    """
     data, risk, exec_ = kernel.data_engine, kernel.risk_engine, kernel.exec_engine
+    trader = kernel.trader
+    clocks = [c.clock for c in (*trader.actors(), *trader.strategies(), *trader.exec_algorithms())]
+    now_ns = kernel.clock.timestamp_ns
+
+    def timers_overdue() -> bool:
+        now = now_ns()
+        for clock in clocks:
+            for name in clock.timer_names:
+                due = clock.next_time_ns(name)
+                if 0 < due <= now:
+                    return True
+        return False
 
     def idle() -> bool:
         return not (
@@ -505,6 +544,7 @@ def _engines_idle(kernel: NautilusKernel) -> Callable[[], bool]:
             or risk.evt_qsize()
             or exec_.cmd_qsize()
             or exec_.evt_qsize()
+            or timers_overdue()
         )
 
     return idle
@@ -567,6 +607,9 @@ def _collect(node: TradingNode, config: LiveConfig, wall: float, *, timed_out: b
         orders=trader.generate_order_fills_report(),
         positions=trader.generate_positions_report(),
         account={v: trader.generate_account_report(Venue(v)) for v in venues},
+        order_history=trader.generate_orders_report(),
+        trading_state=node.kernel.risk_engine.trading_state.name,
+        strategy_states={str(s.id): dict(s.save()) for s in trader.strategies()},
         stream_dir=Path(writer.path) if writer is not None else None,
         persist_catalog=Path(streaming.catalog_path) if streaming is not None else None,
     )

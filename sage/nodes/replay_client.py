@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,13 +68,16 @@ from nautilus_trader.model.data import (
     QuoteTick,
     TradeTick,
 )
+from nautilus_trader.model.enums import BarAggregation
 from nautilus_trader.model.identifiers import ClientId, InstrumentId
 from nautilus_trader.model.instruments import Instrument
+from nautilus_trader.model.objects import Quantity
 from nautilus_trader.persistence.catalog import ParquetDataCatalog
 from nautilus_trader.portfolio.base import PortfolioFacade
 
 __all__ = [
     "FEED_ENDED",
+    "DerivedBarTypes",
     "FeedEnded",
     "PaperExecClientConfig",
     "PaperExecutionClient",
@@ -83,6 +86,9 @@ __all__ = [
     "ReplayLiveDataClientFactory",
     "ReplayStats",
     "SandboxLiveExecClientFactory",
+    "TimeBarDeriver",
+    "derivation_source",
+    "interleave_derived",
     "is_max_speed",
     "venue_market_endpoint",
 ]
@@ -125,6 +131,18 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True, kw_only=True):
     stop_node_on_end : bool, default True
         Ask the node to shut down (``ShutdownSystem``) after the last bar, so a replay run ends by
         itself. ``False`` keeps the node running, like a live feed that went quiet.
+    derived_bar_types : list[str], optional
+        Coarser EXTERNAL time-bar types the replay builds from the catalog's finer bars and emits as if
+        the venue sent them, e.g. ``ESU3.XCME-5-MINUTE-LAST-EXTERNAL`` from the 1-minute bars. Each
+        is built from the finest configured bar type of the same instrument and price type whose
+        interval divides its own, exactly as Nautilus's internal time-bar aggregation does it in a
+        backtest (see :class:`TimeBarDeriver`): a bar closing at T holds the source bars with close
+        time in (T - interval, T], is stamped T and is emitted after every source bar of time T. Use
+        them instead of ``...-INTERNAL@1-MINUTE-EXTERNAL`` types, which a live node aggregates on
+        wall-clock timers and so cannot follow a replay faster than real time. Default ``None``.
+    build_with_no_updates : bool, default True
+        Emit a derived bar for an interval without source bars (OHLC = the last close, volume 0), as
+        Nautilus's ``DataEngineConfig.time_bars_build_with_no_updates`` (default True) does.
     routing : RoutingConfig, default ``RoutingConfig(default=True)``
         The replay is the default data client, so subscriptions need no ``client_id``.
     """
@@ -138,6 +156,8 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True, kw_only=True):
     end: str | None = None
     start_delay_secs: float = 0.5
     stop_node_on_end: bool = True
+    derived_bar_types: list[str] | None = None
+    build_with_no_updates: bool = True
     routing: RoutingConfig = RoutingConfig(default=True)
 
     def __post_init__(self) -> None:
@@ -167,6 +187,20 @@ class ReplayDataClientConfig(LiveDataClientConfig, frozen=True, kw_only=True):
                     pd.Timestamp(value)
                 except ValueError:
                     raise ValueError(f"{name}: {value!r} is not an ISO timestamp") from None
+        sources = [BarType.from_str(s) for s in self.bar_types]
+        for i, text in enumerate(self.derived_bar_types or []):
+            try:
+                bar_type = BarType.from_str(text)
+            except ValueError as exc:
+                raise ValueError(f"derived_bar_types[{i}]: {text!r} is not a bar type ({exc})") from None
+            if text in self.bar_types:
+                raise ValueError(
+                    f"derived_bar_types[{i}]: {text} is also in bar_types (replayed from the catalog)"
+                )
+            try:
+                derivation_source(bar_type, sources)
+            except ValueError as exc:
+                raise ValueError(f"derived_bar_types[{i}]: {exc}") from None
 
 
 def is_max_speed(speed: float | str) -> bool:
@@ -191,6 +225,169 @@ def venue_market_endpoint(venue: Any) -> str:
 
 
 @dataclass(frozen=True)
+class DerivedBarTypes:
+    """Sent to a paper venue's endpoint before a replay starts: bar types the replay builds itself.
+
+    They reach every subscriber like venue bars, but are derived data (as Nautilus's INTERNAL bars in a
+    backtest), so the simulated exchange must not trade on them a second time.
+    """
+
+    bar_types: frozenset[BarType]
+
+
+# -- derived (coarser) time bars ------------------------------------------------------------------------
+
+_TIME_UNIT_NS = {
+    BarAggregation.SECOND: 1_000_000_000,
+    BarAggregation.MINUTE: 60_000_000_000,
+    BarAggregation.HOUR: 3_600_000_000_000,
+    BarAggregation.DAY: 86_400_000_000_000,
+}
+_NS_PER_DAY = 86_400_000_000_000
+
+
+def _interval_ns(bar_type: BarType) -> int | None:
+    unit = _TIME_UNIT_NS.get(bar_type.spec.aggregation)
+    return None if unit is None else unit * bar_type.spec.step
+
+
+def derivation_source(target: BarType, sources: list[BarType]) -> BarType:
+    """The bar type ``target`` is built from: the finest of ``sources`` with the same instrument and
+    price type whose interval divides ``target``'s. Raises ``ValueError`` saying what is missing."""
+    if not target.is_externally_aggregated():
+        raise ValueError(f"{target} must be an EXTERNAL bar type (the replay emits it as venue data)")
+    interval = _interval_ns(target)
+    if interval is None:
+        raise ValueError(f"{target} is not a SECOND/MINUTE/HOUR/DAY time bar type")
+    candidates = []
+    for source in sources:
+        step = _interval_ns(source)
+        if (
+            source.instrument_id == target.instrument_id
+            and source.spec.price_type == target.spec.price_type
+            and step is not None
+            and step < interval
+            and interval % step == 0
+        ):
+            candidates.append((step, source))
+    if not candidates:
+        raise ValueError(
+            f"no replayed bar type of {target.instrument_id} ({target.spec.price_type.name}) with an "
+            f"interval dividing {target.spec} to build {target} from; add one to bar_types"
+        )
+    return min(candidates, key=lambda c: c[0])[1]
+
+
+class TimeBarDeriver:
+    """Builds coarser time bars from finer ones, bar for bar as Nautilus's ``TimeBarAggregator`` does in
+    a backtest (nautilus_trader 1.221, ``DataEngineConfig`` defaults).
+
+    What the backtest does, reproduced here without a clock (checked bar for bar against a
+    ``BacktestEngine`` aggregating ``...-5-MINUTE-LAST-INTERNAL@1-MINUTE-EXTERNAL`` in
+    ``tests/test_live_sage.py``):
+
+    * the aggregation starts at the first data time ``t0``; interval boundaries are
+      ``day_start(t0) + k * interval`` and the first bar closes at the first boundary after ``t0``;
+    * the bar closing at boundary ``T`` holds every source bar with ``ts_init`` in (previous boundary,
+      ``T``] (left-open): open of the first, max high, min low, close of the last, summed volume;
+      it is stamped ``ts_event = ts_init = T``;
+    * the engine fires a timer at ``T`` *after* all data of time ``T``, and timers before the next
+      data time: so the bar at ``T`` is due once every source bar of time ``T`` is in (:meth:`due`
+      with ``inclusive=True``), or just before the first source bar later than ``T``;
+    * an interval without source bars still yields a bar (OHLC = last close, volume 0) unless
+      ``build_with_no_updates`` is False.
+
+    Streaming and causal: a bar closing at ``T`` depends only on source bars with ``ts_init <= T``.
+    """
+
+    def __init__(
+        self,
+        bar_type: BarType,
+        source: BarType,
+        *,
+        size_precision: int,
+        build_with_no_updates: bool = True,
+    ) -> None:
+        interval = _interval_ns(bar_type)
+        if interval is None:
+            raise ValueError(f"{bar_type} is not a SECOND/MINUTE/HOUR/DAY time bar type")
+        self.bar_type = bar_type
+        self.source = source
+        self.interval_ns = interval
+        self.build_with_no_updates = build_with_no_updates
+        self._size_precision = size_precision
+        self.next_close_ns: int | None = None  # None until start()
+        self._open: Any = None
+        self._high: Any = None
+        self._low: Any = None
+        self._close: Any = None
+        self._last_close: Any = None
+        self._volume_raw = 0
+        self._count = 0
+        self._ts_last = 0
+
+    def start(self, t0: int) -> None:
+        """Begin at data time ``t0`` (the backtest's first data time)."""
+        day_start = t0 - t0 % _NS_PER_DAY
+        origin = day_start + (t0 - day_start) // self.interval_ns * self.interval_ns
+        self.next_close_ns = origin + self.interval_ns
+
+    def update(self, bar: Bar) -> None:
+        """Add a source bar (``BarBuilder.update_bar``: a bar older than the last one is ignored)."""
+        if self.next_close_ns is None:
+            self.start(bar.ts_init)
+        if bar.ts_init < self._ts_last:
+            return
+        if self._open is None:
+            self._open, self._high, self._low = bar.open, bar.high, bar.low
+        else:
+            self._high = max(self._high, bar.high)
+            self._low = min(self._low, bar.low)
+        self._close = bar.close
+        self._volume_raw += bar.volume.raw
+        self._count += 1
+        self._ts_last = bar.ts_init
+
+    def due(self, ts: int, *, inclusive: bool) -> list[Bar]:
+        """Bars of every boundary before ``ts`` (or at ``ts`` too, when ``inclusive``), oldest first."""
+        out: list[Bar] = []
+        while self.next_close_ns is not None and (
+            self.next_close_ns < ts or (inclusive and self.next_close_ns == ts)
+        ):
+            bar = self._build(self.next_close_ns)
+            if bar is not None:
+                out.append(bar)
+            self.next_close_ns += self.interval_ns
+        return out
+
+    def _build(self, ts: int) -> Bar | None:
+        if self._close is None and self._last_close is None:
+            return None  # nothing seen yet (Nautilus defers to the next update; cannot happen from t0)
+        if self._count == 0:
+            if not self.build_with_no_updates:
+                return None
+            price = self._last_close
+            open_, high, low, close = price, price, price, price
+        else:
+            open_, high, low, close = self._open, self._high, self._low, self._close
+        bar = Bar(
+            bar_type=self.bar_type,
+            open=open_,
+            high=high,
+            low=low,
+            close=close,
+            volume=Quantity.from_raw(self._volume_raw, self._size_precision),
+            ts_event=ts,
+            ts_init=ts,
+        )
+        self._last_close = close
+        self._open = self._high = self._low = None
+        self._volume_raw = 0
+        self._count = 0
+        return bar
+
+
+@dataclass(frozen=True)
 class ReplayStats:
     """What a replay has emitted so far, with the original (catalog) time span it covered."""
 
@@ -203,6 +400,7 @@ class ReplayStats:
     last_live_ns: int | None  #: live ts_event given to the last emitted bar
     finished: bool  #: the replay reached the end of the data or max_bars
     error: str | None  #: why the replay failed, if it did
+    derived_emitted: int = 0  #: derived (coarser) bars emitted besides the catalog bars
 
 
 class ReplayDataClient(LiveMarketDataClient):
@@ -247,6 +445,10 @@ class ReplayDataClient(LiveMarketDataClient):
         )
         self._replay_config = config
         self._bar_types: list[BarType] = [BarType.from_str(s) for s in config.bar_types]
+        self._derived_types: list[BarType] = [BarType.from_str(s) for s in config.derived_bar_types or []]
+        self._derivers: list[TimeBarDeriver] = []
+        self._derived_emitted = 0
+        self._last_stamp: int | None = None
         self._bars: dict[BarType, list[Bar]] = {}
         self._instruments: dict[InstrumentId, Instrument] = {}
         self._subscribed: set[BarType] = set()
@@ -287,6 +489,7 @@ class ReplayDataClient(LiveMarketDataClient):
             last_live_ns=self._last_live,
             finished=self._finished,
             error=self._error,
+            derived_emitted=self._derived_emitted,
         )
 
     # -- connection --------------------------------------------------------------------------------
@@ -329,6 +532,15 @@ class ReplayDataClient(LiveMarketDataClient):
         missing = sorted(str(i) for i in wanted - set(found))
         if missing:
             raise ValueError(f"instrument(s) {missing} not in catalog {path}")
+        self._derivers = [
+            TimeBarDeriver(
+                bar_type,
+                derivation_source(bar_type, self._bar_types),
+                size_precision=found[bar_type.instrument_id].size_precision,
+                build_with_no_updates=config.build_with_no_updates,
+            )
+            for bar_type in self._derived_types
+        ]
         t0 = min(bars[0].ts_event for bars in self._bars.values())
         speed = 1.0 if is_max_speed(config.speed) else float(config.speed)
         now = self._clock.timestamp_ns()
@@ -338,9 +550,10 @@ class ReplayDataClient(LiveMarketDataClient):
 
     async def _subscribe_bars(self, command: SubscribeBars) -> None:
         bar_type = command.bar_type
-        if bar_type not in self._bars:
+        if bar_type not in self._bars and bar_type not in self._derived_types:
             self._log.error(
-                f"{bar_type} is not replayed by this client (configured: {[str(b) for b in self._bar_types]})",
+                f"{bar_type} is not replayed by this client (configured: "
+                f"{[str(b) for b in (*self._bar_types, *self._derived_types)]})",
             )
             return
         self._subscribed.add(bar_type)
@@ -420,23 +633,22 @@ class ReplayDataClient(LiveMarketDataClient):
             )
             # Paper venues registered on the bus see each bar before the data engine publishes it.
             venues = set(self._msgbus.endpoints())
-            target = loop.time()
-            previous: int | None = None
-            for bar in self._stream():
-                if config.max_bars is not None and self._emitted >= config.max_bars:
-                    break
+            derived = frozenset(self._derived_types)
+            for venue in {bt.instrument_id.venue for bt in self._derived_types}:
+                if venue_market_endpoint(venue) in venues:
+                    self._msgbus.send(venue_market_endpoint(venue), DerivedBarTypes(derived))
+            pace = _Pacer(loop, None if max_speed else float(config.speed), config.max_wait_secs)
+
+            def limit_reached() -> bool:
+                return config.max_bars is not None and self._emitted >= config.max_bars
+
+            for bar, is_derived in interleave_derived(self._stream(), self._derivers, stop=limit_reached):
                 if bar.bar_type not in self._subscribed:
-                    self._skipped += 1
+                    self._skipped += not is_derived
                     continue
                 await self._settle()
-                if not max_speed and previous is not None:
-                    wait = (bar.ts_event - previous) / 1e9 / float(config.speed)
-                    if config.max_wait_secs is not None:
-                        wait = min(wait, config.max_wait_secs)
-                    target += max(wait, 0.0)
-                    await asyncio.sleep(max(target - loop.time(), 0.0))
-                previous = bar.ts_event
-                await self._emit(bar, venues)
+                await pace.until(bar.ts_event)
+                await self._emit(bar, venues, derived=is_derived)
             await self._settle()
             # Tell the paper venues no more prices are coming, so commands decided on the last bar
             # execute (at its close) and reach the portfolio before the shutdown stops strategies.
@@ -458,16 +670,29 @@ class ReplayDataClient(LiveMarketDataClient):
             self._fail(f"replay failed: {exc!r}")
             raise
 
-    async def _emit(self, bar: Bar, endpoints: set[str]) -> None:
+    async def _emit(self, bar: Bar, endpoints: set[str], *, derived: bool = False) -> None:
         """Re-stamp ``bar`` to now; show it to its paper venue first, then publish it.
 
         The venue-first step reproduces the backtest's order of events: the simulated exchange moves
         to the bar and fills what was waiting for it, the fills reach the portfolio (settle), and only
-        then do strategies see the bar, knowing their positions.
+        then do strategies see the bar, knowing their positions. Derived bars skip the venue: in a
+        backtest the exchange never sees internally aggregated bars either.
+
+        Catalog bars get strictly increasing live stamps. A derived bar closing at the catalog time of
+        the last catalog bar emitted shares that bar's live stamp, as in a backtest (and at a venue)
+        the 5-minute bar closing at T carries the same timestamp as the 1-minute bar closing at T; so
+        "stamped strictly before this bar" means the same thing live as in a backtest (SageStrategy
+        picks its regime that way). A derived bar of an interval without a catalog bar at its close
+        gets a fresh stamp.
         """
-        now = self._clock.timestamp_ns()
-        if self._last_live is not None and now <= self._last_live:
-            now = self._last_live + 1  # strictly increasing, even within one clock tick
+        if derived and self._last_original is not None and bar.ts_event == self._last_original:
+            assert self._last_live is not None
+            now = self._last_live
+        else:
+            now = self._clock.timestamp_ns()
+            if self._last_stamp is not None and now <= self._last_stamp:
+                now = self._last_stamp + 1  # strictly increasing, even within one clock tick
+            self._last_stamp = now
         live = Bar(
             bar_type=bar.bar_type,
             open=bar.open,
@@ -479,11 +704,15 @@ class ReplayDataClient(LiveMarketDataClient):
             ts_init=now,
             is_revision=bar.is_revision,
         )
+        self._log.debug(f"Replay {bar.bar_type} original ts_event={_iso(bar.ts_event)} -> live {_iso(now)}")
+        if derived:
+            self._derived_emitted += 1
+            self._handle_data(live)
+            return
         if self._first_original is None:
             self._first_original, self._first_live = bar.ts_event, now
         self._last_original, self._last_live = bar.ts_event, now
         self._emitted += 1
-        self._log.debug(f"Replay {bar.bar_type} original ts_event={_iso(bar.ts_event)} -> live {_iso(now)}")
         endpoint = venue_market_endpoint(bar.bar_type.instrument_id.venue)
         if endpoint in endpoints:
             self._msgbus.send(endpoint, live)
@@ -507,6 +736,66 @@ class ReplayDataClient(LiveMarketDataClient):
         self._error = message
         self._log.error(f"Replay: {message}; shutting the node down")
         self.shutdown_system(f"catalog replay: {message}")
+
+
+def interleave_derived(
+    stream: Iterable[Bar],
+    derivers: list[TimeBarDeriver],
+    stop: Callable[[], bool] = lambda: False,
+) -> Iterator[tuple[Bar, bool]]:
+    """``(bar, is_derived)`` in the order a backtest delivers the source bars and the bars its
+    aggregators build from them (lazy, so causal: nothing is read ahead of the bar being yielded).
+
+    Derivers all start at the first source bar's time, as a backtest's aggregators start at its first
+    data time. Before each source bar come the derived bars of intervals that closed strictly earlier
+    (the engine fires timers before data of a later time); after the last source bar (or when ``stop()``
+    says so before the next one) come those closing at the last data time. Derived bars closing at the
+    same time are ordered by bar-type name: the order a backtest's clock fires the aggregators' timers,
+    which are named after their bar types (the 30-minute bar before the 5-minute bar, the 5-minute
+    before the 60-minute). Every deriver is fed whether or not anyone subscribed to its bars.
+    """
+
+    def due(ts: int, inclusive: bool) -> list[Bar]:
+        bars = [bar for deriver in derivers for bar in deriver.due(ts, inclusive=inclusive)]
+        bars.sort(key=lambda b: (b.ts_init, str(b.bar_type)))
+        return bars
+
+    last_ts: int | None = None
+    for bar in stream:
+        if stop():
+            break
+        if last_ts is None:
+            for deriver in derivers:
+                deriver.start(bar.ts_init)
+        for done in due(bar.ts_init, inclusive=False):
+            yield done, True
+        for deriver in derivers:
+            if deriver.source == bar.bar_type:
+                deriver.update(bar)
+        last_ts = bar.ts_init
+        yield bar, False
+    if last_ts is not None:
+        for done in due(last_ts, inclusive=True):
+            yield done, True
+
+
+class _Pacer:
+    """Waits so that catalog time advances ``speed`` times faster than wall time (anchored, no drift);
+    ``speed=None`` never waits. ``max_wait_secs`` caps each single wait (overnight gaps)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, speed: float | None, max_wait_secs: float | None):
+        self._loop, self._speed, self._max_wait = loop, speed, max_wait_secs
+        self._target = loop.time()
+        self._previous: int | None = None
+
+    async def until(self, ts: int) -> None:
+        if self._speed is not None and self._previous is not None:
+            wait = (ts - self._previous) / 1e9 / self._speed
+            if self._max_wait is not None:
+                wait = min(wait, self._max_wait)
+            self._target += max(wait, 0.0)
+            await asyncio.sleep(max(self._target - self._loop.time(), 0.0))
+        self._previous = ts
 
 
 def _to_live_instrument(instrument: Instrument, t0: int, now: int, speed: float) -> Instrument:
@@ -586,7 +875,8 @@ class PaperExecutionClient(SandboxExecutionClient):
       Only EXTERNAL bars are taken, as in a backtest: bars a strategy aggregates itself are derived
       data, not market data. The handler runs before strategies' (higher bus priority).
     * it registers the endpoint :func:`venue_market_endpoint`, where a replay client delivers each
-      bar before publishing it (the same bar object then arriving on the topic is skipped).
+      bar before publishing it (the same bar object then arriving on the topic is skipped), and
+      announces the bar types it derives (:class:`DerivedBarTypes`), which the exchange ignores.
     * with ``fill_on_next_bar`` it holds commands until the next update of their instrument (see
       :class:`PaperExecClientConfig`); ``OrderSubmitted`` is still emitted on arrival, as a venue
       acknowledges before it fills. Once the node shuts down (``ShutdownSystem``, e.g. the replay
@@ -611,6 +901,7 @@ class PaperExecutionClient(SandboxExecutionClient):
         self._bar_topic = f"data.bars.*.{self.venue}-*-EXTERNAL"
         self._endpoint = venue_market_endpoint(self.venue)
         self._seen_first: dict[BarType, Bar] = {}
+        self._derived: frozenset[BarType] = frozenset()
 
     @property
     def held_commands(self) -> int:
@@ -675,14 +966,19 @@ class PaperExecutionClient(SandboxExecutionClient):
 
     # -- market data -------------------------------------------------------------------------------
 
-    def _on_venue_bar(self, msg: Bar | FeedEnded) -> None:
+    def _on_venue_bar(self, msg: Bar | FeedEnded | DerivedBarTypes) -> None:
         if isinstance(msg, FeedEnded):
             self._end_of_feed("the replay has ended")
+            return
+        if isinstance(msg, DerivedBarTypes):
+            self._derived = self._derived | msg.bar_types
             return
         self._seen_first[msg.bar_type] = msg
         self.on_data(msg)
 
     def _on_bar_topic(self, bar: Bar) -> None:
+        if bar.bar_type in self._derived:
+            return  # built by the replay from bars this exchange has already traded on
         if self._seen_first.get(bar.bar_type) is not bar:  # not already delivered at the endpoint
             self.on_data(bar)
 
