@@ -240,8 +240,10 @@ class SageStrategy(Strategy):
         self.register_indicator_for_bars(self.tactical_bar_type, self.atr)
         self.kill_switch.attach(self)
         self.subscribe_data(self.regime_data_type)
-        # Subscription order is delivery order at equal timestamps: the 30-minute bar closing at 10:30
-        # reaches the strategic agents before the 5-minute bar of 10:30 is decided on.
+        # At equal timestamps Nautilus delivers aggregated bars in bar-type name order ("...-30-MINUTE" before
+        # "...-5-MINUTE"), so with the defaults the 30-minute bar closing at 10:30 reaches the strategic agents
+        # before the 5-minute bar of 10:30 is decided on. (An hourly strategic bar would arrive after it and
+        # be used from the next decision on.)
         for bar_type in dict.fromkeys(b for b in (self.base_bar_type, self.strategic_bar_type, self.tactical_bar_type) if b):
             self.subscribe_bars(bar_type)
         self.log.info(
@@ -576,6 +578,13 @@ class SageStrategy(Strategy):
         self._clear_pending_if_idle()
 
     def on_order_rejected(self, event: Any) -> None:
+        order = self.cache.order(event.client_order_id)
+        if order is not None and order.tags and _STOP_TAG in order.tags and self._net_position() != 0:
+            # The stop was already through the market when it reached the venue (price moved past it while
+            # the entry filled): the position must not stay unprotected, so close it now.
+            self.log.warning(f"protective stop rejected ({event.reason}); closing the position")
+            if not self._flattening:
+                self._close_position()
         self._clear_pending_if_idle()
 
     def on_order_denied(self, event: Any) -> None:
