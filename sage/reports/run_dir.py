@@ -233,6 +233,11 @@ def _write_records(name: str, frame: pd.DataFrame, path: Path) -> None:
         return
     table = cls.columns_to_table({c: columns[c].to_list() for c in columns.columns})
     pq.write_table(table, path)
+    # The same records in a ParquetDataCatalog beside the run (RUN/catalog), so Nautilus users can
+    # query them (catalog.query(DecisionRecord)) or replay them in another BacktestNode.
+    from sage.data.catalog_writer import write_custom_data
+
+    write_custom_data(path.parent / "catalog", cls, table.sort_by("ts_init"), durable=False)
 
 
 def _plain(value: Any) -> Any:

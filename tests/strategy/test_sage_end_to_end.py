@@ -141,3 +141,20 @@ def test_a_kill_switch_breach_flattens_and_halts_for_the_rest_of_the_run(catalog
     entries = outcome.orders[outcome.orders["tags"].astype(str).str.contains("SAGE_ENTRY")]
     created = pd.to_datetime(entries["ts_init"], utc=True).astype("int64")
     assert (created <= engaged_ts).all()
+
+
+def test_decisions_are_persisted_to_a_catalog_and_explainable(run_a, tmp_path, capsys):
+    from nautilus_trader.persistence.catalog import ParquetDataCatalog
+
+    from sage.cli import main
+    from sage.data.types import DecisionRecord
+    from sage.reports.run_dir import save_run
+
+    run = save_run(run_a, tmp_path / "run", config_path=CONFIG_A, catalog=ROOT / "catalogs" / "sample", tearsheet=False)
+    stored = ParquetDataCatalog(str(run / "catalog")).query(DecisionRecord)
+    assert len(stored) == len(run_a.published["DecisionRecord"])
+    entry = run_a.published["DecisionRecord"].query("action in ['BUY', 'SELL']").iloc[0]
+    at = pd.Timestamp(int(entry["ts_event"]), tz="UTC").isoformat()
+    assert main(["explain", str(run), "--at", at]) == 0
+    out = capsys.readouterr().out
+    assert entry["action"] in out and "M-RMS" in out
