@@ -33,7 +33,7 @@ test: catalog
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: catalog
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 soak: catalog
 	$(BIN)/python -m pytest -m soak -s tests/reliability/test_soak.py
