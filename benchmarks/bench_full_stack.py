@@ -315,15 +315,18 @@ def run_variant(
     out: dict[str, Any] = {"variant": variant, "bars": len(bars)}
     engine = make_engine(instrument)
     strategy = None
+    # Bars first: at equal timestamps data is delivered in the order added, and regimes added ahead of the
+    # bars would hand orders sent on the previous bar to the venue before it sees the new bar (a fill at the
+    # old close), as configs/sage_replay.yaml documents. The strategy reads the regime stamped before its bar.
+    engine.add_data(bars)
+    del bars
     with tempfile.TemporaryDirectory(prefix="bench_full_stack_") as tmp:
         if variant == "sage_replay":
             regimes, out["precompute_s"], out["precompute_rows"] = precompute(
                 config, instrument, bar_type, Path(tmp)
             )
-            engine.add_data(regimes, client_id=ClientId("SAGE"))  # before the bars: first at equal ts
+            engine.add_data(regimes, client_id=ClientId("SAGE"))
             del regimes
-    engine.add_data(bars)
-    del bars
     if variant == "noop":
         engine.add_strategy(NoOp(NoOpConfig(bar_type=str(bar_type))))
     elif variant == "ema_cross":
