@@ -8,7 +8,7 @@ This is exactly what a strategy calls (the contract in ``docs/agents.md``)::
     outs = ens.act_tactical(tactical_60x7, account)     # on every 5-minute bar (fvg, momentum, entry)
     sig = outs[0].to_signal(instrument_id, ts_event=bar.ts_event, ts_init=bar.ts_init,
                             model_version=ens.model_version)
-    ens.attributions("momentum", tactical_60x7, account, top_k=5)   # gradient x input
+    ens.attributions("momentum", tactical_60x7, account, top_k=5)   # gradient x input (analytic, numba)
 
 Each call evaluates its group of agents in one numba call (``sage.agents.engine``): encoders, heads and
 the centralised critic's values. The critic reads every agent's window summary, so the ensemble caches the
@@ -33,6 +33,7 @@ import msgspec
 import numpy as np
 import torch
 
+from sage.agents.attribution import gradient_x_input, pack_actor64, top_cells
 from sage.agents.engine import act_group, pack_critic, pack_group
 from sage.agents.observation import ACCOUNT_FEATURES, ACTION_DIRECTIONS, AGENT_TIMEFRAMES
 from sage.features.matrices import STRATEGIC_COLUMNS, TACTICAL_COLUMNS
@@ -158,6 +159,7 @@ class AgentEnsemble:
         self._cparams, self._cdims = pack_critic(self.policy.critic, len(c.agents), 2 * c.hidden)
         self._embeddings = np.zeros((len(c.agents), 2 * c.hidden), np.float32)
         self._values = np.zeros(len(c.agents), np.float32)
+        self._attribution_params = {agent: pack_actor64(self.policy.actors[agent]) for agent in c.agents}
 
     def reset(self) -> None:
         """Forget the cached window summaries (start of a new instrument stream or session)."""
@@ -320,8 +322,14 @@ class AgentEnsemble:
     ) -> list[Attribution]:
         """The ``top_k`` matrix cells with the largest ``|gradient x input|`` of the agent's strength.
 
-        Computed in torch on the agent's actor (the same weights as the engine); the target is the
-        strength ``sum_a p_a * direction_a / 2``. Sorted by decreasing absolute score.
+        The target is the strength ``sum_a p_a * direction_a / 2`` of the agent's actor (the engine's
+        weights); the gradient with respect to the matrix is evaluated analytically in float64
+        (``sage.agents.attribution``: forward with cached activations, hand-written backward through the
+        head, the newest-row residual path, both LSTM directions and the projection; ~0.1 ms instead of
+        ~1.7 ms for torch autograd, which it equals on a float64 copy of the actor to ~1e-15). The matrix
+        and account are read as the network reads them (float32). Sorted by decreasing absolute score; equal
+        scores keep row-major order (oldest row first, then column order). Raises ``ValueError`` for an
+        unknown agent or wrong shapes and :class:`AgentInputError` for NaN/inf input.
         """
         if agent not in self.config.agents:
             raise ValueError(f"unknown agent {agent!r}; agents are {self.config.agents}")
@@ -331,19 +339,12 @@ class AgentEnsemble:
         if not (np.isfinite(m).all() and np.isfinite(a).all()):
             raise AgentInputError(f"{agent}: observation contains NaN or inf; attributions need finite input")
         columns = TACTICAL_COLUMNS if tactical else STRATEGIC_COLUMNS
-        x = torch.tensor(m, dtype=torch.float32).unsqueeze(0).requires_grad_(True)  # (1, L, F)
-        acc = torch.tensor(a, dtype=torch.float32).unsqueeze(0)  # (1, A)
-        actor = self.policy.actors[agent]
-        with torch.enable_grad():
-            probs = torch.softmax(actor(x, acc), dim=1)[0]  # (K,)
-            strength = (probs * torch.tensor(_DIRECTIONS, dtype=torch.float32)).sum() / 2.0
-            (grad,) = torch.autograd.grad(strength, x)
-        score = (grad * x).detach()[0].numpy().astype(np.float64)  # (L, F)
-        order = np.argsort(-np.abs(score), axis=None, kind="stable")[: max(int(top_k), 0)]
-        length = score.shape[0]
+        params, dims = self._attribution_params[agent]
+        _, score, _ = gradient_x_input(params, dims, m, a, _DIRECTIONS)  # (L, F) float64
+        length, width = score.shape
         out = []
-        for flat in order:
-            row, col = divmod(int(flat), score.shape[1])
+        for flat in top_cells(score, top_k):
+            row, col = divmod(int(flat), width)
             out.append(Attribution(feature=columns[col], lag=length - 1 - row, score=float(score[row, col])))
         return out
 
