@@ -75,7 +75,7 @@ def _nautilus_bars(df: pd.DataFrame) -> list[Bar]:
     ]
 
 
-def _report_latency(label: str, lat: np.ndarray, goal_us: float | None) -> None:
+def _report_latency(label: str, lat: np.ndarray, goal_us: float | None) -> tuple[float, float]:
     p50, p99, p999 = np.percentile(lat, [50, 99, 99.9])
     verdict = (
         "" if goal_us is None else ("  PASS" if p99 < goal_us else "  FAIL") + f" (p99 goal < {goal_us:g} us)"
@@ -83,9 +83,10 @@ def _report_latency(label: str, lat: np.ndarray, goal_us: float | None) -> None:
     print(
         f"  {label:<38} p50 {p50:6.2f} us  p99 {p99:6.2f} us  p99.9 {p999:7.2f} us  mean {lat.mean():6.2f} us{verdict}"
     )
+    return float(p50), float(p99)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> None:
         module.batch(*(a[:2000] for a in arrays))
 
     print(f"\nbatch (best of {args.repeat})")
+    results: dict[str, float] = {}
     wall, cpu = _best_of(lambda: compute(bars), args.repeat)
+    results["batch_compute_wall_s"], results["batch_compute_cpu_s"] = wall, cpu
+    results["batch_compute_bars_per_s"] = len(bars) / min(wall, cpu)
     ncols = len(compute(bars.iloc[:10]).columns)
     verdict = "PASS" if min(wall, cpu) < BATCH_GOAL_S else "FAIL"
     print(
@@ -152,12 +156,18 @@ def main(argv: list[str] | None = None) -> None:
         stream = FeatureStream()
         stream.update(items[0])  # first call loads the kernel
         stream.reset()
-        _report_latency(label, _latencies(stream.update, items), P99_GOAL_US)
+        key = "feature_stream_" + ("bar" if "Bar" in label else "mapping")
+        results[f"{key}_p50_us"], results[f"{key}_p99_us"] = _report_latency(
+            label, _latencies(stream.update, items), P99_GOAL_US
+        )
     for kind in ("tactical", "strategic"):
         mstream = MatrixStream(kind)
         mstream.update(nautilus[0])
         mstream.reset()
-        _report_latency(f"MatrixStream({kind!r}).update(Bar)", _latencies(mstream.update, nautilus), None)
+        results[f"matrix_{kind}_p50_us"], results[f"matrix_{kind}_p99_us"] = _report_latency(
+            f"MatrixStream({kind!r}).update(Bar)", _latencies(mstream.update, nautilus), None
+        )
+    return results
 
 
 if __name__ == "__main__":

@@ -65,12 +65,13 @@ def _latencies(fn: Callable[[Any], object], windows: Sequence[Any]) -> np.ndarra
     return out / 1e3
 
 
-def _report(label: str, lat: np.ndarray, goal_us: float | None) -> None:
+def _report(label: str, lat: np.ndarray, goal_us: float | None) -> tuple[float, float]:
     p50, p99 = np.percentile(lat, [50, 99])
     verdict = (
         "" if goal_us is None else (" PASS" if p99 < goal_us else " FAIL") + f" (p99 goal < {goal_us:g} us)"
     )
     print(f"  {label:<46} p50 {p50:8.1f} us  p99 {p99:8.1f} us  mean {lat.mean():8.1f} us{verdict}")
+    return float(p50), float(p99)
 
 
 def _print_confusion(name: str, cm: list[list[int]]) -> None:
@@ -82,7 +83,7 @@ def _print_confusion(name: str, cm: list[list[int]]) -> None:
 
 def accuracy(
     bundle: RegimeModelBundle, n_bars: int, hmm_rows: int, hmm_iter: int, hmm_states: tuple[int, ...] = (4, 8)
-) -> None:
+) -> dict[str, float]:
     print(f"\n1. accuracy on held-out synthetic seed {TEST_SEED} ({n_bars:,d} 1-minute bars)")
     t0 = time.perf_counter()
     test = synthetic_series(TEST_SEED, n_bars, bundle.config)
@@ -122,15 +123,22 @@ def accuracy(
     )
     _print_confusion("model", model["confusion"])
     _print_confusion("HMM-4", base["confusion"])
+    return {
+        "model_balanced_accuracy": float(model["balanced_accuracy"]),
+        "hmm4_balanced_accuracy": float(base["balanced_accuracy"]),
+        "gap_to_hmm4_points": float(gap),
+    }
 
 
-def latency(bundle: RegimeModelBundle, n: int) -> None:
+def latency(bundle: RegimeModelBundle, n: int) -> dict[str, float]:
     print(f"\n2. latency, batch 1 ({n:,d} calls each, one thread)")
     rng = np.random.default_rng(0)
     reference = RegimeModelBundle.from_config(REFERENCE_BUNDLE, seed=0)
-    for label, b, goal, calls in (
-        (f"default  infer()  [{n_parameters(bundle.net):,d} params]", bundle, DEFAULT_P99_GOAL_US, n),
+    out: dict[str, float] = {}
+    for key, label, b, goal, calls in (
+        ("default", f"default  infer()  [{n_parameters(bundle.net):,d} params]", bundle, DEFAULT_P99_GOAL_US, n),
         (
+            "reference",
             f"reference infer() [{n_parameters(reference.net):,d} params]",
             reference,
             REFERENCE_P99_GOAL_US,
@@ -143,7 +151,7 @@ def latency(bundle: RegimeModelBundle, n: int) -> None:
         c0 = time.process_time()
         lat = _latencies(b.infer, windows)
         cpu_us = (time.process_time() - c0) / calls * 1e6
-        _report(label, lat, goal)
+        out[f"{key}_infer_p50_us"], out[f"{key}_infer_p99_us"] = _report(label, lat, goal)
         print(f"  {'':<46} cpu {cpu_us:8.1f} us/call")
         x = torch.from_numpy(windows.astype(np.float32))
         with torch.inference_mode():
@@ -151,10 +159,11 @@ def latency(bundle: RegimeModelBundle, n: int) -> None:
                 b.net.infer(x[i : i + 1])
             singles = [x[i : i + 1] for i in range(min(calls, 500))]
             tl = _latencies(b.net.infer, singles)
-        _report("  (eager torch, same model, for comparison)", tl, None)
+        out[f"{key}_torch_p50_us"] = _report("  (eager torch, same model, for comparison)", tl, None)[0]
+    return out
 
 
-def throughput(bundle: RegimeModelBundle, n_bars: int) -> None:
+def throughput(bundle: RegimeModelBundle, n_bars: int) -> dict[str, float]:
     print(f"\n3. precompute throughput ({n_bars:,d} bars)")
     bars = generate_bars(SyntheticMarketConfig(seed=TEST_SEED + 1, n_bars=n_bars))
     strategic_rows(bars.iloc[:2_000])
@@ -180,10 +189,16 @@ def throughput(bundle: RegimeModelBundle, n_bars: int) -> None:
     sel = windows_from_rows(reference.select_rows(rows.to_numpy()[-20_000:]), reference.window_length)[-500:]
     t0 = time.perf_counter()
     reference.infer_batch(sel)
-    print(f"  reference infer_batch  {len(sel) / (time.perf_counter() - t0):,.0f} windows/s")
+    ref_rate = len(sel) / (time.perf_counter() - t0)
+    print(f"  reference infer_batch  {ref_rate:,.0f} windows/s")
+    return {
+        "precompute_bars_per_s": float(rate),
+        "precompute_bars_per_s_cpu": float(n_bars / (c2 - c0)),
+        "reference_infer_batch_windows_per_s": float(ref_rate),
+    }
 
 
-def exactness(bundle: RegimeModelBundle, n: int) -> None:
+def exactness(bundle: RegimeModelBundle, n: int) -> dict[str, float]:
     print(f"\n4. streaming vs precompute exactness ({n:,d} real windows)")
     bars = generate_bars(SyntheticMarketConfig(seed=TEST_SEED + 2, n_bars=n + 600))
     sel = bundle.select_rows(strategic_rows(bars))
@@ -205,9 +220,10 @@ def exactness(bundle: RegimeModelBundle, n: int) -> None:
         f"  eager torch for contrast: batch vs batch-1 max |diff| vector {diffs[0]:.2e}, probs {diffs[1]:.2e}, "
         f"quantiles {diffs[2]:.2e}; labels differing: {labels_differ}"
     )
+    return {"stream_equals_batch": float(equal), "torch_batch_labels_differing": float(labels_differ)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -220,12 +236,13 @@ def main(argv: list[str] | None = None) -> None:
     bundle = RegimeModelBundle.load(args.model)
     print(f"sage.models benchmark: {bundle!r}")
     q = args.quick
-    accuracy(
+    results = accuracy(
         bundle, n_bars=30_000 if q else 100_000, hmm_rows=60_000 if q else 150_000, hmm_iter=20 if q else 40
     )
-    latency(bundle, n=2_000 if q else 20_000)
-    throughput(bundle, n_bars=200_000 if q else 1_000_000)
-    exactness(bundle, n=500 if q else 3_000)
+    results.update(latency(bundle, n=2_000 if q else 20_000))
+    results.update(throughput(bundle, n_bars=200_000 if q else 1_000_000))
+    results.update(exactness(bundle, n=500 if q else 3_000))
+    return results
 
 
 if __name__ == "__main__":

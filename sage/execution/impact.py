@@ -364,10 +364,30 @@ class TrailingMarketStats:
         self._cum_v = 0.0
         self._cum_r = 0.0
         self._window: deque[tuple[int, float, float]] = deque()  # (ts, cum_v before, cum_r before)
-        self.current: MarketStats | None = None
+        self._state: tuple[float, float, float, float, int] | None = None  # (price, vpm, sigma, half, ts)
+        self._current: MarketStats | None = None
+
+    @property
+    def current(self) -> MarketStats | None:
+        """The stats as of the newest bar (None until a return has been seen).
+
+        Built on first access after an update: a strategy updates on every bar but prices an order on
+        few of them, and constructing the validated struct each bar was most of the update's cost.
+        """
+        if self._current is None and self._state is not None:
+            price, vpm, sigma, half, ts = self._state
+            self._current = MarketStats(
+                price=price, volume_per_min=vpm, sigma_per_min=sigma, half_spread_bps=half, ts_ns=ts
+            )
+        return self._current
 
     def update(self, ts_ns: int, close: float, volume: float) -> MarketStats | None:
         """Add one closed bar; returns the stats as of it (None until a return has been seen)."""
+        self.push(ts_ns, close, volume)
+        return self.current
+
+    def push(self, ts_ns: int, close: float, volume: float) -> None:
+        """:meth:`update` without building the returned struct (read :attr:`current` when needed)."""
         if self._last_ts is not None and ts_ns <= self._last_ts:
             raise ValueError(f"bar timestamps must be strictly increasing: {ts_ns} after {self._last_ts}")
         if not (math.isfinite(close) and close > 0.0) or not (math.isfinite(volume) and volume >= 0.0):
@@ -387,18 +407,18 @@ class TrailingMarketStats:
         cover_r = min(float(self._window_ns), elapsed) / NS_PER_MINUTE
         self._last_ts = ts_ns
         self._last_close = close
+        self._current = None
         if cover_r <= 0.0:
-            self.current = None
-            return None
+            self._state = None
+            return
         half = 0.0 if self._tick is None else 0.5 * float(self._tick) / close * 1e4
-        self.current = MarketStats(
-            price=float(close),
-            volume_per_min=(self._cum_v - v0) / cover_v,
-            sigma_per_min=math.sqrt(max(self._cum_r - r0, 0.0) / cover_r),
-            half_spread_bps=half,
-            ts_ns=int(ts_ns),
+        self._state = (
+            float(close),
+            (self._cum_v - v0) / cover_v,
+            math.sqrt(max(self._cum_r - r0, 0.0) / cover_r),
+            half,
+            int(ts_ns),
         )
-        return self.current
 
     def update_bar(self, bar: Bar) -> MarketStats | None:
         """:meth:`update` from a Nautilus ``Bar`` (``ts_event`` is its close time)."""

@@ -117,13 +117,16 @@ class RegimeActor(Actor):
         self.published = 0
 
 
+_VECTOR_KEYS = tuple(f"v{i}" for i in range(8))
+
+
 def to_regime_data(row: dict, bar: Bar, model_version: str) -> Data:
     """One detector row as ``RegimeData`` stamped with the bar's times (so replays line up with bars)."""
     return RegimeData(
         bar.bar_type.instrument_id,
         label=Regime[row["label"]].value,
         probabilities=(row["p_bull"], row["p_bear"], row["p_sideways"], row["p_volatile"]),
-        vector=tuple(row[f"v{i}"] for i in range(8)),
+        vector=tuple(row[key] for key in _VECTOR_KEYS),
         confidence=row["confidence"],
         uncertainty=row["uncertainty"],
         fallback_level=row["level"],

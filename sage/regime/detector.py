@@ -569,18 +569,21 @@ def _log_batch(out_f: np.ndarray, out_i: np.ndarray, ts: np.ndarray) -> list[Tra
 
 
 def _record(out_f: np.ndarray, out_i: np.ndarray, flags: int, latency_us: float) -> dict[str, Any]:
-    p = out_f
+    p = out_f.tolist()  # one conversion to Python floats instead of a numpy scalar per field
     row: dict[str, Any] = {
         "label": REGIME_NAMES[int(out_i[K.OI_LABEL])],
-        "p_bull": float(p[0]), "p_bear": float(p[1]), "p_sideways": float(p[2]), "p_volatile": float(p[3]),
+        "p_bull": p[0], "p_bear": p[1], "p_sideways": p[2], "p_volatile": p[3],
     }  # fmt: skip
-    for i in range(8):
-        row[f"v{i}"] = float(p[K.OF_VEC + i])
+    for i, key in enumerate(_VECTOR_KEYS):
+        row[key] = p[K.OF_VEC + i]
     row.update(
-        uncertainty=float(p[K.OF_UNC]), level=int(out_i[K.OI_LEVEL]), confidence=float(p[K.OF_CONF]),
-        latency_us=latency_us, drift=float(p[K.OF_DRIFT]), health_flags=flags,
+        uncertainty=p[K.OF_UNC], level=int(out_i[K.OI_LEVEL]), confidence=p[K.OF_CONF],
+        latency_us=latency_us, drift=p[K.OF_DRIFT], health_flags=flags,
     )  # fmt: skip
     return row
+
+
+_VECTOR_KEYS = tuple(f"v{i}" for i in range(8))
 
 
 def _frame(out_f: np.ndarray, out_i: np.ndarray, index: pd.Index) -> pd.DataFrame:

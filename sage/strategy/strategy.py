@@ -114,7 +114,7 @@ class SageStrategyConfig(StrategyConfig, frozen=True, kw_only=True):
         Close an open position when the combined signal passes consensus against it.
     attributions : str, default "actions"
         ``"all"`` decisions, ``"actions"`` (BUY/SELL/CLOSE only) or ``"none"``: when to compute the agents'
-        gradient x input attributions (they cost a backward pass each).
+        gradient x input attributions (~0.1 ms per tactical agent, numba).
     top_attributions : int, default 3
         Attributions kept per agent.
     publish_signals : bool, default True
@@ -216,7 +216,7 @@ class SageStrategy(Strategy):
         from sage.agents import AgentEnsemble
 
         # Batch-1 inference is latency-bound: torch's intra-op thread pool only contends with numba and
-        # Nautilus for the cores (measured: attributions 1 s per call with 2 threads under load, 2 ms with 1).
+        # Nautilus for the cores (the agents' training graph is torch; inference and attributions are numba).
         torch.set_num_threads(1)
 
         self.instrument = self.cache.instrument(self.instrument_id)
@@ -269,6 +269,8 @@ class SageStrategy(Strategy):
         self._bars_held = 0
         self._bracket: tuple[float, float] | None = None  # (stop, target) of the open position
         self._entry_pending = False
+        self._entry_ids: set[Any] = set()  # entry primaries whose spawn group may still be working
+        self._account: Any = None  # the venue account, once it exists
         self._flattening = False
         self._entry_risk = 0.0
         self._bars_since_exit = 1000
@@ -310,7 +312,7 @@ class SageStrategy(Strategy):
         """Market stats for the selector, equity for the kill switch (every finest bar)."""
         assert self._market_stats is not None
         close = bar.close.as_double()
-        self._market_stats.update(bar.ts_event, close, bar.volume.as_double())
+        self._market_stats.push(bar.ts_event, close, bar.volume.as_double())
         equity = self._equity(close)
         if equity is None or equity <= 0:
             return
@@ -519,6 +521,7 @@ class SageStrategy(Strategy):
         self._bracket = (float(risk.stop_price), float(risk.target_price))
         self._entry_risk = float(risk.risk_amount)
         self._entry_pending = True
+        self._entry_ids.add(order.client_order_id)
         self.submit_order(order)
 
     def _close_position(self) -> None:
@@ -624,9 +627,18 @@ class SageStrategy(Strategy):
             self._entry_pending = False
 
     def _entry_working(self) -> bool:
-        for order in self.cache.orders(strategy_id=self.id, instrument_id=self.instrument_id):
-            if order.tags and _ENTRY_TAG in order.tags and not order.is_closed:
+        """Whether an entry primary or any slice its exec algorithm spawned is still open.
+
+        Looks only at the entries this strategy sent (and their spawn groups, via the cache's index), not
+        at every order of the run: a scan of all orders on each order event made long backtests quadratic.
+        """
+        for primary_id in tuple(self._entry_ids):
+            primary = self.cache.order(primary_id)
+            if primary is not None and not primary.is_closed:
                 return True
+            if any(not o.is_closed for o in self.cache.orders_for_exec_spawn(primary_id)):
+                return True
+            self._entry_ids.discard(primary_id)  # the whole group is closed: nothing can spawn from it again
         return False
 
     # -- state helpers -----------------------------------------------------------------------------
@@ -645,14 +657,18 @@ class SageStrategy(Strategy):
     def _equity(self, price: float) -> float | None:
         """Account balance plus this strategy's open PnL marked at ``price`` (None before the account)."""
         assert self.instrument is not None
-        account = self.portfolio.account(self.instrument_id.venue)
-        if account is None:
-            return None
+        account = self._account
+        if account is None:  # looked up once: the venue's account object lives for the whole run
+            account = self._account = self.portfolio.account(self.instrument_id.venue)
+            if account is None:
+                return None
         balance = account.balance_total(account.base_currency or self.instrument.quote_currency)
         equity = balance.as_double() if balance is not None else 0.0
-        mark = self.instrument.make_price(price)
-        for position in self.cache.positions_open(instrument_id=self.instrument_id, strategy_id=self.id):
-            equity += position.unrealized_pnl(mark).as_double()
+        positions = self.cache.positions_open(instrument_id=self.instrument_id, strategy_id=self.id)
+        if positions:
+            mark = self.instrument.make_price(price)
+            for position in positions:
+                equity += position.unrealized_pnl(mark).as_double()
         return equity
 
     def _account_vector(self, close: float) -> np.ndarray:

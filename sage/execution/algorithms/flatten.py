@@ -78,8 +78,14 @@ class Flattener:
 
     def open_orders(self) -> list[Order]:
         """Every order of the strategy on the instrument that could still change the position."""
-        orders = self.strategy.cache.orders(instrument_id=self.instrument_id, strategy_id=self.strategy.id)
-        return [o for o in orders if not o.is_closed]
+        cache, venue = self.strategy.cache, self.instrument_id.venue
+        # Set difference of the cache's id indexes (C-level) rather than a property read per order of the
+        # run: flattening is frequent in long backtests and the cache keeps every closed order.
+        ids = cache.client_order_ids(venue, self.instrument_id, self.strategy.id) - cache.client_order_ids_closed(
+            venue, self.instrument_id, self.strategy.id
+        )
+        orders = [o for o in map(cache.order, ids) if o is not None and not o.is_closed]
+        return sorted(orders, key=lambda o: (o.ts_init, o.client_order_id.value))  # submission order
 
     def start(self) -> Flattener:
         opened = self.open_orders()
