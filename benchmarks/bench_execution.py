@@ -26,6 +26,11 @@ benchmark, participation, duration, fill rate) next to the modelled cost, per ro
 selector against the best and worst fixed algorithm, on the model and realised. The TCA tables are
 written to ``benchmarks/results/execution/`` as Parquet (see ``sage.execution.tca``) plus a markdown
 summary.
+
+Finally the selector's own latency: ``AlgorithmSelector.select`` p50/p99 (µs) on seeded inputs, against
+the DataFrame-based ``select`` it replaced (a labelled copy kept below as the baseline, timed in the same
+run, interleaved call by call), with a check that both give identical selections.
+``main`` returns the headline numbers (modelled/realised selector costs per market, latencies, ratios).
 """
 
 from __future__ import annotations
@@ -63,7 +68,14 @@ from sage.execution import (
     VWAPConfig,
     VWAPExecAlgorithm,
 )
-from sage.execution.impact import SquareRootBookFillModel, market_stats_frame, stats_at
+from sage.execution import selector as selector_module
+from sage.execution.impact import (
+    MarketStats,
+    SquareRootBookFillModel,
+    SquareRootImpact,
+    market_stats_frame,
+    stats_at,
+)
 from sage.execution.selector import AlgorithmSelector, Selection, SelectorConfig, build_order
 from sage.execution.tca import market_frame, tca_from_backtest, tca_markdown, write_tca_parquet
 
@@ -423,7 +435,220 @@ def run_market(market: Market, sizes: Sequence[float], reps: int, out: Path | No
     return {"summary": summary, "versus": versus, "worse": worse, "runs": all_runs}
 
 
-def main(argv: list[str] | None = None) -> None:
+# -- Selector latency: the array path vs the DataFrame path it replaced -----------------------------------------
+#
+# BASELINE ONLY. ``_legacy_*`` below is a private copy of the pandas-based ``price_candidates`` /
+# ``profile_weights`` / ``select`` of sage.execution.selector before its array rewrite (one DataFrame per
+# algorithm + concat, ``iloc``, ``groupby().idxmin()``, ``itertuples()``, and one
+# ``VolumeProfile.fraction_between`` call per minute). It reuses the module's private pricing helpers, whose
+# arithmetic is unchanged (their Iceberg/VWAP sweep now asks the model for its impact only, a little cheaper
+# than before, so the baseline is if anything slightly faster than the original). Never use it elsewhere.
+
+
+def _legacy_profile_weights(profile: Any, start_ns: int, minutes: int) -> np.ndarray:
+    return np.array(
+        [
+            profile.fraction_between(start_ns + m * 60_000_000_000, start_ns + (m + 1) * 60_000_000_000)
+            for m in range(minutes)
+        ]
+    )
+
+
+def _legacy_price_candidates(
+    qty: float,
+    stats: MarketStats,
+    urgency: float,
+    cfg: SelectorConfig,
+    tick_size: float | None,
+    volume_weights: np.ndarray | None,
+) -> pd.DataFrame:
+    m = selector_module
+    model = SquareRootImpact(cfg.impact)
+    beta = cfg.impact.exponent
+    V, sig, s = stats.volume_per_min, stats.sigma_per_min, stats.half_spread_bps
+    horizons = np.array(sorted(set(cfg.horizons_secs)), dtype=np.float64)
+    h_min = horizons / 60.0
+    if volume_weights is not None:
+        volume_weights = np.asarray(volume_weights, dtype=np.float64)
+    leak = 1.0 + cfg.predictability_penalty
+    rows: list[tuple[str, np.ndarray, Any]] = []
+    for algo in cfg.algorithms:
+        if algo == m.IMMEDIATE:
+            rows.append((algo, np.array([0.0]), model.cost(qty, V, sig, 0.0, s, urgency=urgency)))
+        elif algo == m.TWAP:
+            k = m._twap_factors(volume_weights, h_min, beta) * leak
+            rows.append((algo, horizons, model.cost(qty, V, sig, h_min, s, impact_factor=k, urgency=urgency)))
+        elif algo == m.STEALTH:
+            k = m._twap_factors(volume_weights, h_min, beta) * m._stealth_factor(
+                *cfg.stealth_slice_fraction, beta
+            )
+            rows.append((algo, horizons, model.cost(qty, V, sig, h_min, s, impact_factor=k, urgency=urgency)))
+        elif algo == m.VWAP:
+            rows.append((algo, horizons, m._vwap_cost(model, cfg, qty, V, sig, s, h_min, leak, urgency)))
+        elif algo == m.ICEBERG and tick_size is not None:
+            d = cfg.passive_offset_ticks * tick_size / stats.price * 1e4
+            rows.append((algo, horizons, m._iceberg_cost(model, cfg, qty, V, sig, s, h_min, d, urgency)))
+    frames = []
+    for algo, hs, c in rows:
+        n = hs.shape[0]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "algorithm_id": [algo] * n,
+                    "horizon_secs": hs,
+                    "participation": np.broadcast_to(c.participation, (n,)),
+                    "spread_bps": np.broadcast_to(c.spread_bps, (n,)),
+                    "impact_bps": np.broadcast_to(c.impact_bps, (n,)),
+                    "risk_bps": np.broadcast_to(c.risk_bps, (n,)),
+                    "cost_bps": np.broadcast_to(c.cost_bps, (n,)),
+                    "score_bps": np.broadcast_to(c.score_bps, (n,)),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)[list(m._CANDIDATE_COLUMNS)]
+
+
+def _legacy_select(
+    selector: AlgorithmSelector,
+    side: OrderSide | str,
+    qty: float,
+    stats: MarketStats,
+    urgency: float = 0.5,
+    tick_size: float | None = None,
+    volume_profile: Any = None,
+    size_increment: float = 1.0,
+) -> Selection:
+    """BASELINE: the DataFrame-based ``AlgorithmSelector.select`` as it was before the array rewrite."""
+    cfg = selector.config
+    is_buy = selector_module._is_buy(side)
+    weights = None
+    if volume_profile is not None:
+        minutes = int(np.ceil(max(cfg.horizons_secs) / 60.0 - 1e-9))
+        weights = _legacy_profile_weights(volume_profile, stats.ts_ns, minutes)
+    table = _legacy_price_candidates(qty, stats, urgency, cfg, tick_size, weights)
+    scores = table["score_bps"].to_numpy()
+    finite = np.where(np.isfinite(scores), scores, np.inf)
+    if not np.isfinite(finite.min()):
+        raise ValueError("no candidate has a finite score")
+    best = int(np.flatnonzero(finite <= float(finite.min()) + 1e-9)[0])
+    row = table.iloc[best]
+    per_algo = table.loc[table.groupby("algorithm_id", sort=False)["score_bps"].idxmin()]
+    algo = str(row["algorithm_id"])
+    horizon = float(row["horizon_secs"])
+    limit_price = None
+    if algo == "ICEBERG":
+        assert tick_size is not None
+        offset = cfg.passive_offset_ticks * tick_size
+        limit_price = stats.price - offset if is_buy else stats.price + offset
+        limit_price = round(round(limit_price / tick_size) * tick_size, 10)
+    return Selection(
+        algorithm_id=algo,
+        params=selector.params_for(algo, horizon, qty, stats, size_increment),
+        horizon_secs=horizon,
+        order_type="LIMIT" if algo == "ICEBERG" else "MARKET",
+        limit_price=limit_price,
+        expected_cost_bps=float(row["cost_bps"]),
+        risk_bps=float(row["risk_bps"]),
+        score_bps=float(row["score_bps"]),
+        per_algorithm_costs={str(r.algorithm_id): float(r.score_bps) for r in per_algo.itertuples()},
+        per_algorithm_horizons={str(r.algorithm_id): float(r.horizon_secs) for r in per_algo.itertuples()},
+    )
+
+
+#: (label, selector config, with a volume profile?): what SageStrategy calls (default config, no profile)
+#: and what this benchmark's driver calls (three horizons, the VWAP profile).
+SELECT_CASES: tuple[tuple[str, SelectorConfig, bool], ...] = (
+    ("strategy", SelectorConfig(), False),
+    ("bench_driver", SELECTOR_CONFIG, True),
+)
+
+
+def selector_latency(calls: int, seed: int = 0) -> dict[str, float]:
+    """p50/p99 latency (µs) of ``select`` vs the legacy DataFrame path on the same seeded inputs.
+
+    Inputs: ES-like statistics (price ~1640, 100-3000 contracts/min, 1-4 bps/min volatility, half a
+    0.25 tick of spread), parents of 0.01-50 minutes of volume, urgency in [0.05, 0.95], buy/sell, arrival
+    times spread over a day; the profile is a seeded 30-minute UTC profile. The two paths run alternately
+    per input (same cache/CPU conditions); their selections must be identical.
+    """
+    rng = np.random.default_rng(seed)
+    fractions = rng.gamma(2.0, 1.0, 48)
+    profile = VolumeProfile(fractions=tuple(float(f) for f in fractions / fractions.sum()))
+    day0 = pd.Timestamp("2024-01-02", tz="UTC").value
+    inputs = []
+    for _ in range(calls):
+        vpm = float(rng.uniform(100.0, 3000.0))
+        stats = MarketStats(
+            price=float(rng.uniform(1500.0, 1800.0)),
+            volume_per_min=vpm,
+            sigma_per_min=float(rng.uniform(1e-4, 4e-4)),
+            half_spread_bps=0.76,
+            ts_ns=day0 + int(rng.integers(0, 86_400)) * 1_000_000_000,
+        )
+        qty = float(max(1.0, round(vpm * 10 ** rng.uniform(-2.0, np.log10(50.0)))))
+        side = OrderSide.BUY if rng.random() < 0.5 else OrderSide.SELL
+        inputs.append((side, qty, stats, float(rng.uniform(0.05, 0.95))))
+    out: dict[str, float] = {}
+    print("\n## Selector latency: AlgorithmSelector.select vs the legacy DataFrame path (baseline)\n")
+    print(f"{calls} seeded parents per case, tick 0.25; µs per call\n")
+    print("| case | new p50 | new p99 | legacy p50 | legacy p99 | speed-up p50 | speed-up p99 | identical |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for label, cfg, with_profile in SELECT_CASES:
+        selector = AlgorithmSelector(cfg)
+        prof = profile if with_profile else None
+        new_ns, old_ns = [], []
+        identical = True
+        for side, qty, stats, urgency in inputs[:20]:  # warm-up (imports, caches)
+            selector.select(side, qty, stats, urgency, 0.25, prof)
+            _legacy_select(selector, side, qty, stats, urgency, 0.25, prof)
+        for side, qty, stats, urgency in inputs:
+            t0 = time.perf_counter_ns()
+            a = selector.select(side, qty, stats, urgency, 0.25, prof)
+            t1 = time.perf_counter_ns()
+            b = _legacy_select(selector, side, qty, stats, urgency, 0.25, prof)
+            t2 = time.perf_counter_ns()
+            new_ns.append(t1 - t0)
+            old_ns.append(t2 - t1)
+            identical &= msgspec.to_builtins(a) == msgspec.to_builtins(b) and list(
+                a.per_algorithm_costs.items()
+            ) == list(b.per_algorithm_costs.items())
+        n50, n99 = (float(x) / 1e3 for x in np.percentile(new_ns, [50, 99]))
+        o50, o99 = (float(x) / 1e3 for x in np.percentile(old_ns, [50, 99]))
+        print(
+            f"| {label} | {n50:.0f} | {n99:.0f} | {o50:.0f} | {o99:.0f} | {o50 / n50:.1f}x | {o99 / n99:.1f}x"
+            f" | {'yes' if identical else 'NO'} |"
+        )
+        out |= {
+            f"select_{label}_p50_us": n50,
+            f"select_{label}_p99_us": n99,
+            f"select_{label}_legacy_p50_us": o50,
+            f"select_{label}_legacy_p99_us": o99,
+            f"select_{label}_speedup_p50": o50 / n50,
+            f"select_{label}_speedup_p99": o99 / n99,
+            f"select_{label}_identical": float(identical),
+        }
+    return out
+
+
+def headline(market: str, result: dict[str, Any]) -> dict[str, float]:
+    """Per market: the selector's mean modelled score and realised shortfall vs the fixed routes'."""
+    runs = result["runs"]
+    per_route = runs.groupby("route").agg(
+        model=("model_score_bps", "mean"), realised=("shortfall_bps", "mean")
+    )
+    fixed = per_route.drop(index=SELECTOR)
+    return {
+        f"{market}_selector_model_score_bps": float(per_route.loc[SELECTOR, "model"]),
+        f"{market}_best_fixed_model_score_bps": float(fixed.model.min()),
+        f"{market}_selector_shortfall_bps": float(per_route.loc[SELECTOR, "realised"]),
+        f"{market}_best_fixed_shortfall_bps": float(fixed.realised.min()),
+        f"{market}_worst_fixed_shortfall_bps": float(fixed.realised.max()),
+        f"{market}_parents_selector_worse_than_worst_fixed": float(result["worse"]),
+        f"{market}_parents": float(runs[runs.route == SELECTOR].shape[0]),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -439,12 +664,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help=f"output directory (default {RESULTS_DIR})"
     )
+    parser.add_argument(
+        "--select-calls",
+        type=int,
+        default=500,
+        help="seeded parents timed per case in the selector latency table (default 500; 0 skips it)",
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
+    results: dict[str, float] = {}
     for name in args.markets:
         market = es_market() if name == "es" else synthetic_market()
-        run_market(market, args.sizes, args.reps, args.out)
-    print(f"\n(total {time.perf_counter() - started:.0f} s; TCA tables in {args.out})")
+        results |= headline(market.name, run_market(market, args.sizes, args.reps, args.out))
+    if args.select_calls > 0:
+        results |= selector_latency(args.select_calls)
+    results["total_secs"] = time.perf_counter() - started
+    print(f"\n(total {results['total_secs']:.0f} s; TCA tables in {args.out})")
+    return results
 
 
 if __name__ == "__main__":

@@ -678,8 +678,9 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
         over = s["regime_over_latency_budget"]
         out["sage_streaming_regime_over_latency_budget"] = float(over)
         print(
-            f"  streaming: {over:,} of {s['regime_records']:,} RegimeData over the detector's latency budget (wall clock);"
-            " each one moves the fallback chain, so on a busy machine a streaming run can differ from its replay"
+            f"  streaming: {over:,} of {s['regime_records']:,} RegimeData flagged over the detector's latency budget"
+            " (wall clock; flagged only: with latency_guard 'live' the budget moves the fallback chain only under a"
+            " live clock, so backtests stay reproducible)"
         )
     if s.get("growth_sites"):
         print("\ntracemalloc, SAGE streaming: allocation sites that grew most from 10% of the run to its end")

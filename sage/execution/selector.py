@@ -43,9 +43,10 @@ worse on the model than any of them.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import msgspec
 import numpy as np
@@ -54,6 +55,7 @@ from nautilus_trader.model.enums import OrderSide, TimeInForce
 from nautilus_trader.model.identifiers import ExecAlgorithmId
 
 from sage.execution.impact import NS_PER_MINUTE, CostBreakdown, ImpactParams, MarketStats, SquareRootImpact
+from sage.execution.volume_profile import VolumeProfile
 
 __all__ = [
     "ALGORITHMS",
@@ -72,6 +74,8 @@ IMMEDIATE, TWAP, VWAP, STEALTH, ICEBERG = "IMMEDIATE", "TWAP", "VWAP", "STEALTH"
 
 #: The algorithm ids the selector knows how to price and parametrise (sage.execution.algorithms).
 ALGORITHMS: tuple[str, ...] = (IMMEDIATE, TWAP, VWAP, STEALTH, ICEBERG)
+
+_MINUTES_PER_DAY = 1440
 
 _CANDIDATE_COLUMNS = (
     "algorithm_id",
@@ -236,13 +240,164 @@ def _twap_factors(weights: np.ndarray | None, horizons_min: np.ndarray, beta: fl
 
 
 def profile_weights(profile: VolumeWeights, start_ns: int, minutes: int) -> np.ndarray:
-    """Expected volume fraction of each of the next ``minutes`` minutes from ``start_ns``."""
+    """Expected volume fraction of each of the next ``minutes`` minutes from ``start_ns``.
+
+    A :class:`~sage.execution.volume_profile.VolumeProfile` is read in one vectorised pass (bit-identical
+    to asking its ``fraction_between`` minute by minute, which costs a pandas time-zone conversion per
+    minute); any other :class:`VolumeWeights` is asked minute by minute.
+    """
+    if type(profile) is VolumeProfile:  # exactly the class: a subclass may redefine fraction_between
+        return _volume_profile_weights(profile, int(start_ns), int(minutes))
+    return _protocol_weights(profile, start_ns, minutes)
+
+
+def _protocol_weights(profile: VolumeWeights, start_ns: int, minutes: int) -> np.ndarray:
+    """The generic path: one ``fraction_between`` call per minute."""
     return np.array(
         [
             profile.fraction_between(start_ns + m * NS_PER_MINUTE, start_ns + (m + 1) * NS_PER_MINUTE)
             for m in range(minutes)
         ]
     )
+
+
+def _volume_profile_weights(profile: VolumeProfile, start_ns: int, minutes: int) -> np.ndarray:
+    """``VolumeProfile.fraction_between`` for ``minutes`` consecutive one-minute windows, vectorised.
+
+    Mirrors that method's arithmetic operation for operation, so the floats are identical: a window
+    ``[t, t + 1 min)`` overlaps the clock minute containing ``t`` by ``(1 min - r)`` and the next one by
+    ``r`` (``r = t mod 1 min``), each weighted by its local minute-of-day fraction, summed first to last.
+    UTC minute-of-day is plain modular arithmetic; any other zone goes through one pandas conversion of
+    the whole window (instead of one per minute).
+    """
+    if minutes <= 0:
+        return np.empty(0, dtype=np.float64)
+    per_minute = _per_minute_fractions(profile.fractions, profile.bucket_minutes)
+    first = start_ns // NS_PER_MINUTE  # clock minute holding the first window's start
+    r = start_ns - first * NS_PER_MINUTE
+    clock_minutes = np.arange(first, first + minutes + (1 if r else 0), dtype=np.int64)
+    if profile.tz == "UTC":
+        minute_of_day = clock_minutes % _MINUTES_PER_DAY
+    else:
+        local = pd.DatetimeIndex(clock_minutes * NS_PER_MINUTE, tz="UTC").tz_convert(profile.tz)
+        minute_of_day = np.asarray(local.hour * 60 + local.minute)
+    w = per_minute[minute_of_day]
+    if not r:
+        return w  # fraction_between sums a single term, weight * (1 min / 1 min): the weight itself
+    head = np.float64((NS_PER_MINUTE - r) / NS_PER_MINUTE)
+    tail = np.float64(r / NS_PER_MINUTE)
+    return w[:-1] * head + w[1:] * tail
+
+
+@functools.lru_cache(maxsize=32)
+def _per_minute_fractions(fractions: tuple[float, ...], bucket_minutes: int) -> np.ndarray:
+    """Fraction of daily volume per local minute of the day, as ``VolumeProfile`` computes it."""
+    out = np.repeat(np.asarray(fractions) / bucket_minutes, bucket_minutes)
+    out.flags.writeable = False
+    return out
+
+
+class _Candidates(NamedTuple):
+    """Every priced (algorithm, horizon) candidate as parallel float64 arrays, rows in tie-break order.
+
+    ``blocks`` holds ``(algorithm_id, first row, end row)`` per priced algorithm (its rows are contiguous,
+    horizons ascending); :func:`price_candidates` turns this into its DataFrame, the selector reads it
+    directly.
+    """
+
+    blocks: tuple[tuple[str, int, int], ...]
+    horizon_secs: np.ndarray
+    participation: np.ndarray
+    spread_bps: np.ndarray
+    impact_bps: np.ndarray
+    risk_bps: np.ndarray
+    cost_bps: np.ndarray
+    score_bps: np.ndarray
+
+    @property
+    def algorithm_id(self) -> list[str]:
+        """Algorithm id of each row."""
+        return [algo for algo, start, stop in self.blocks for _ in range(stop - start)]
+
+
+def _price_arrays(
+    qty: float,
+    stats: MarketStats,
+    urgency: float,
+    cfg: SelectorConfig,
+    tick_size: float | None,
+    volume_weights: np.ndarray | None,
+) -> _Candidates:
+    """The pricing behind :func:`price_candidates`, without pandas (see it for the arguments)."""
+    if not (math.isfinite(qty) and qty > 0):
+        raise ValueError(f"qty must be > 0, got {qty}")
+    if not stats.volume_per_min > 0:
+        raise ValueError("stats.volume_per_min must be > 0 to price an order (no liquidity estimate)")
+    model = SquareRootImpact(cfg.impact)
+    beta = cfg.impact.exponent
+    V, sig, s = stats.volume_per_min, stats.sigma_per_min, stats.half_spread_bps
+    horizons = np.array(sorted(set(cfg.horizons_secs)), dtype=np.float64)
+    h_min = horizons / 60.0
+    if volume_weights is not None:
+        needed = math.ceil(h_min.max() - 1e-9)
+        volume_weights = np.asarray(volume_weights, dtype=np.float64)
+        if volume_weights.shape[0] < needed or np.any(~(volume_weights >= 0)):
+            raise ValueError(f"volume_weights must be >= 0 and cover {needed} minutes")
+    leak = 1.0 + cfg.predictability_penalty
+    twap_k: np.ndarray | None = None  # k_TWAP, shared by TWAP and STEALTH
+    rows: list[tuple[str, np.ndarray, CostBreakdown]] = []
+
+    for algo in cfg.algorithms:
+        if algo == IMMEDIATE:
+            c = model.cost(qty, V, sig, 0.0, s, urgency=urgency)
+            rows.append((algo, _ZERO_HORIZON, c))
+        elif algo in (TWAP, STEALTH):
+            if twap_k is None:
+                twap_k = _twap_factors(volume_weights, h_min, beta)
+            if algo == TWAP:
+                k = twap_k * leak
+            else:
+                k = twap_k * _stealth_factor(*cfg.stealth_slice_fraction, beta)
+            rows.append((algo, horizons, model.cost(qty, V, sig, h_min, s, impact_factor=k, urgency=urgency)))
+        elif algo == VWAP:
+            rows.append((algo, horizons, _vwap_cost(model, cfg, qty, V, sig, s, h_min, leak, urgency)))
+        elif algo == ICEBERG:
+            if tick_size is None:
+                continue
+            distance_bps = cfg.passive_offset_ticks * tick_size / stats.price * 1e4
+            rows.append(
+                (algo, horizons, _iceberg_cost(model, cfg, qty, V, sig, s, h_min, distance_bps, urgency))
+            )
+
+    if not rows:
+        raise ValueError(f"no candidate to price among {cfg.algorithms}: ICEBERG needs tick_size")
+    blocks = []
+    start = 0
+    for algo, hs, _ in rows:
+        blocks.append((algo, start, start + hs.shape[0]))
+        start += hs.shape[0]
+
+    def column(name: str) -> np.ndarray:
+        parts = []
+        for _, hs, c in rows:
+            x = getattr(c, name)
+            parts.append(x if x.shape == hs.shape else np.broadcast_to(x, hs.shape))
+        return np.concatenate(parts, dtype=np.float64)
+
+    return _Candidates(
+        blocks=tuple(blocks),
+        horizon_secs=np.concatenate([hs for _, hs, _ in rows]),
+        participation=column("participation"),
+        spread_bps=column("spread_bps"),
+        impact_bps=column("impact_bps"),
+        risk_bps=column("risk_bps"),
+        cost_bps=column("cost_bps"),
+        score_bps=column("score_bps"),
+    )
+
+
+_ZERO_HORIZON = np.zeros(1, dtype=np.float64)
+_ZERO_HORIZON.flags.writeable = False
 
 
 def price_candidates(
@@ -260,64 +415,20 @@ def price_candidates(
     :func:`profile_weights`), covering the longest horizon; None = flat. ``tick_size``: needed for
     ICEBERG (its limit price); without it ICEBERG is not a candidate.
     """
-    cfg = config or SelectorConfig()
-    if not (math.isfinite(qty) and qty > 0):
-        raise ValueError(f"qty must be > 0, got {qty}")
-    if not stats.volume_per_min > 0:
-        raise ValueError("stats.volume_per_min must be > 0 to price an order (no liquidity estimate)")
-    model = SquareRootImpact(cfg.impact)
-    beta = cfg.impact.exponent
-    V, sig, s = stats.volume_per_min, stats.sigma_per_min, stats.half_spread_bps
-    horizons = np.array(sorted(set(cfg.horizons_secs)), dtype=np.float64)
-    h_min = horizons / 60.0
-    if volume_weights is not None:
-        needed = math.ceil(h_min.max() - 1e-9)
-        volume_weights = np.asarray(volume_weights, dtype=np.float64)
-        if volume_weights.shape[0] < needed or np.any(~(volume_weights >= 0)):
-            raise ValueError(f"volume_weights must be >= 0 and cover {needed} minutes")
-    leak = 1.0 + cfg.predictability_penalty
-    rows: list[tuple[str, np.ndarray, Any]] = []
-
-    for algo in cfg.algorithms:
-        if algo == IMMEDIATE:
-            c = model.cost(qty, V, sig, 0.0, s, urgency=urgency)
-            rows.append((algo, np.array([0.0]), c))
-        elif algo == TWAP:
-            k = _twap_factors(volume_weights, h_min, beta) * leak
-            rows.append((algo, horizons, model.cost(qty, V, sig, h_min, s, impact_factor=k, urgency=urgency)))
-        elif algo == STEALTH:
-            k = _twap_factors(volume_weights, h_min, beta) * _stealth_factor(
-                *cfg.stealth_slice_fraction, beta
-            )
-            rows.append((algo, horizons, model.cost(qty, V, sig, h_min, s, impact_factor=k, urgency=urgency)))
-        elif algo == VWAP:
-            rows.append((algo, horizons, _vwap_cost(model, cfg, qty, V, sig, s, h_min, leak, urgency)))
-        elif algo == ICEBERG:
-            if tick_size is None:
-                continue
-            distance_bps = cfg.passive_offset_ticks * tick_size / stats.price * 1e4
-            rows.append(
-                (algo, horizons, _iceberg_cost(model, cfg, qty, V, sig, s, h_min, distance_bps, urgency))
-            )
-
-    frames = []
-    for algo, hs, c in rows:
-        n = hs.shape[0]
-        frames.append(
-            pd.DataFrame(
-                {
-                    "algorithm_id": [algo] * n,
-                    "horizon_secs": hs,
-                    "participation": np.broadcast_to(c.participation, (n,)),
-                    "spread_bps": np.broadcast_to(c.spread_bps, (n,)),
-                    "impact_bps": np.broadcast_to(c.impact_bps, (n,)),
-                    "risk_bps": np.broadcast_to(c.risk_bps, (n,)),
-                    "cost_bps": np.broadcast_to(c.cost_bps, (n,)),
-                    "score_bps": np.broadcast_to(c.score_bps, (n,)),
-                }
-            )
-        )
-    return pd.concat(frames, ignore_index=True)[list(_CANDIDATE_COLUMNS)]
+    priced = _price_arrays(qty, stats, urgency, config or SelectorConfig(), tick_size, volume_weights)
+    return pd.DataFrame(
+        {
+            "algorithm_id": priced.algorithm_id,
+            "horizon_secs": priced.horizon_secs,
+            "participation": priced.participation,
+            "spread_bps": priced.spread_bps,
+            "impact_bps": priced.impact_bps,
+            "risk_bps": priced.risk_bps,
+            "cost_bps": priced.cost_bps,
+            "score_bps": priced.score_bps,
+        },
+        columns=list(_CANDIDATE_COLUMNS),
+    )
 
 
 def _blend(
@@ -335,9 +446,11 @@ def _blend(
 ) -> CostBreakdown:
     """A schedule that executes ``done`` of the parent as planned and sweeps the rest at the horizon."""
     rest = np.maximum(1.0 - done, 0.0)
-    sweep = model.cost(np.maximum(rest * qty, 1e-12), V, sig, 0.0, s)
+    # The sweep is an immediate order of the rest: only its impact term is needed (what model.cost
+    # would return as impact_bps, without pricing its spread and risk).
+    sweep_impact = model.impact_bps(np.maximum(rest * qty, 1e-12), V, sig, 0.0)
     spread = done * scheduled_spread + rest * s
-    impact = done * scheduled_impact + rest * sweep.impact_bps
+    impact = done * scheduled_impact + rest * sweep_impact
     cost = spread + impact
     weight = model.params.risk_weight(urgency)
     with np.errstate(invalid="ignore"):
@@ -409,11 +522,14 @@ class AlgorithmSelector:
         volume_profile: VolumeWeights | None = None,
     ) -> pd.DataFrame:
         """:func:`price_candidates` with the expected volume weights taken from ``volume_profile``."""
-        weights = None
-        if volume_profile is not None:
-            minutes = math.ceil(max(self.config.horizons_secs) / 60.0 - 1e-9)
-            weights = profile_weights(volume_profile, stats.ts_ns, minutes)
+        weights = self._weights(stats, volume_profile)
         return price_candidates(qty, stats, urgency, self.config, tick_size, weights)
+
+    def _weights(self, stats: MarketStats, volume_profile: VolumeWeights | None) -> np.ndarray | None:
+        if volume_profile is None:
+            return None
+        minutes = math.ceil(max(self.config.horizons_secs) / 60.0 - 1e-9)
+        return profile_weights(volume_profile, stats.ts_ns, minutes)
 
     def select(
         self,
@@ -430,14 +546,18 @@ class AlgorithmSelector:
         ``stats`` must be causal (e.g. :class:`~sage.execution.impact.TrailingMarketStats` inside a
         strategy); ``urgency`` in [0, 1] (1 = now); ``tick_size`` enables ICEBERG (its limit price is
         ``passive_offset_ticks`` behind ``stats.price``); ``size_increment`` rounds the Iceberg clip.
+
+        Works on the candidate arrays directly (no DataFrame: this runs once per parent order inside a
+        strategy); the result is the one :meth:`candidates` tabulates, row for row.
         """
         is_buy = _is_buy(side)
-        table = self.candidates(qty, stats, urgency, tick_size, volume_profile)
-        best = _argmin(table)
-        row = table.iloc[best]
-        per_algo = table.loc[table.groupby("algorithm_id", sort=False)["score_bps"].idxmin()]
-        algo = str(row["algorithm_id"])
-        horizon = float(row["horizon_secs"])
+        weights = self._weights(stats, volume_profile)
+        priced = _price_arrays(qty, stats, urgency, self.config, tick_size, weights)
+        scores = priced.score_bps
+        best = _argmin(scores)
+        algo = next(a for a, start, stop in priced.blocks if start <= best < stop)
+        horizon = float(priced.horizon_secs[best])
+        per_algorithm_costs, per_algorithm_horizons = _per_algorithm_best(priced)
         limit_price = None
         if algo == ICEBERG:
             assert tick_size is not None
@@ -450,13 +570,11 @@ class AlgorithmSelector:
             horizon_secs=horizon,
             order_type="LIMIT" if algo == ICEBERG else "MARKET",
             limit_price=limit_price,
-            expected_cost_bps=float(row["cost_bps"]),
-            risk_bps=float(row["risk_bps"]),
-            score_bps=float(row["score_bps"]),
-            per_algorithm_costs={str(r.algorithm_id): float(r.score_bps) for r in per_algo.itertuples()},
-            per_algorithm_horizons={
-                str(r.algorithm_id): float(r.horizon_secs) for r in per_algo.itertuples()
-            },
+            expected_cost_bps=float(priced.cost_bps[best]),
+            risk_bps=float(priced.risk_bps[best]),
+            score_bps=float(scores[best]),
+            per_algorithm_costs=per_algorithm_costs,
+            per_algorithm_horizons=per_algorithm_horizons,
         )
 
     def evaluate(
@@ -524,14 +642,42 @@ class AlgorithmSelector:
         raise ValueError(f"unknown algorithm {algorithm_id!r}; expected one of {ALGORITHMS}")
 
 
-def _argmin(table: pd.DataFrame) -> int:
+def _argmin(scores: np.ndarray) -> int:
     """Lowest score; ties (within 1e-9 bps) go to the earliest row, i.e. simpler algorithm, shorter horizon."""
-    scores = table["score_bps"].to_numpy()
     finite = np.where(np.isfinite(scores), scores, np.inf)
     best = float(finite.min())
     if not math.isfinite(best):
         raise ValueError("no candidate has a finite score")
     return int(np.flatnonzero(finite <= best + 1e-9)[0])
+
+
+def _per_algorithm_best(priced: _Candidates) -> tuple[dict[str, float], dict[str, float]]:
+    """Best score and its horizon per algorithm, keyed in order of first appearance.
+
+    The rule of ``groupby("algorithm_id", sort=False)["score_bps"].idxmin()``: NaN scores are skipped
+    and, of equal scores, the first row wins (an exact minimum - unlike :func:`_argmin`, no tolerance).
+    An algorithm listed twice in ``SelectorConfig.algorithms`` is one group over both its blocks.
+    """
+    scores = priced.score_bps
+    best_row: dict[str, int] = {}
+    for algo, start, stop in priced.blocks:
+        block = scores[start:stop]
+        low = np.fmin.reduce(block)  # NaN-skipping minimum (NaN only if the whole block is NaN)
+        if math.isnan(low):
+            best_row.setdefault(algo, -1)
+            continue
+        row = start + int(np.flatnonzero(block == low)[0])
+        seen = best_row.get(algo, -1)
+        if seen < 0 or low < scores[seen]:  # a later block wins only on a strictly lower score
+            best_row[algo] = row
+    costs: dict[str, float] = {}
+    horizons: dict[str, float] = {}
+    for algo, row in best_row.items():
+        if row < 0:
+            raise ValueError(f"no candidate of {algo} has a score (all NaN): check tick_size and stats")
+        costs[algo] = float(scores[row])
+        horizons[algo] = float(priced.horizon_secs[row])
+    return costs, horizons
 
 
 def _is_buy(side: OrderSide | str) -> bool:
