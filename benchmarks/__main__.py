@@ -430,8 +430,8 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             f"## Full-stack backtest ({_fmt(fs['bars'], 0)} synthetic 1-minute bars, same venue, same run)",
             "",
-            "| variant | bars/s (cpu) | bars/s (wall) | first / last tenth bars/s | orders | fills | peak RSS MB | RSS growth MB / 100k bars |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| variant | bars/s (cpu) | bars/s (wall) | first / last tenth bars/s | orders | orders in cache at end | fills | peak RSS MB | RSS growth MB / 100k bars |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         labels = {
             "noop": "no-op strategy",
@@ -443,7 +443,7 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {labels[variant]} | {_fmt(v.get('bars_per_s_cpu'), 0)} | {_fmt(v.get('bars_per_s'), 0)} | "
                 f"{_fmt(v.get('first_tenth_bars_per_s'), 0)} / {_fmt(v.get('last_tenth_bars_per_s'), 0)} | {_fmt(v.get('orders'), 0)} | "
-                f"{_fmt(v.get('fills'), 0)} | {_fmt(v.get('peak_rss_mb'), 0)} | {_fmt(v.get('growth_mb_per_100k'))} |"
+                f"{_fmt(v.get('orders_in_cache_at_end'), 0)} | {_fmt(v.get('fills'), 0)} | {_fmt(v.get('peak_rss_mb'), 0)} | {_fmt(v.get('growth_mb_per_100k'))} |"
             )
         if fs.get("replay_matches_streaming") is not None:
             lines += [

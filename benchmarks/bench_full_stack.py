@@ -78,8 +78,10 @@ ENGINE_NOTES = (
     "cache: bar_capacity / tick_capacity 10,000 (Nautilus default; bounds the per-type deques)",
     "exec_engine: snapshot_orders=False, snapshot_positions=False (defaults; no per-event snapshots)",
     (
-        "orders / positions / account events are never purged: 1.221 offers purging only in "
-        "LiveExecEngineConfig (purge_closed_*_interval_mins); a backtest keeps everything in the cache"
+        "sage.nodes.cache_purge.CachePurger (defaults: every 60 simulated minutes, what closed > 240 min ago) in "
+        "every variant, as in the shipped configs: closed orders, flat positions and old account events are "
+        "archived for the reports and removed from the cache (Nautilus 1.221 purges only in live engines); "
+        "--no-purger runs without it"
     ),
 )
 
@@ -186,15 +188,10 @@ def _sampler_classes():
         bar_type: str
         every: int = 10_000
         trace_at: int = 0
-        purge_every: int = 0
-        purge_buffer_secs: int = 3600
 
     class Sampler(Actor):
         """Every ``every`` bars: (bars seen, RSS bytes, perf_counter, process_time); with ``trace_at`` a
-        tracemalloc snapshot at that bar (the baseline the end of the run is compared to); with
-        ``purge_every`` the cache's closed positions and account events older than ``purge_buffer_secs``
-        are purged every that many bars (part of what ``LiveExecEngineConfig.purge_*`` does live; a
-        backtest has no such setting in Nautilus 1.221, and purging closed orders breaks it)."""
+        tracemalloc snapshot at that bar (the baseline the end of the run is compared to)."""
 
         def __init__(self, config: SamplerConfig) -> None:
             super().__init__(config)
@@ -214,12 +211,6 @@ def _sampler_classes():
                 import tracemalloc
 
                 self.snapshot = tracemalloc.take_snapshot()
-            if self.config.purge_every and self.seen % self.config.purge_every == 0:
-                now, buffer = self.clock.timestamp_ns(), self.config.purge_buffer_secs
-                # Not purge_closed_orders: in a NETTING backtest the matching engine still looks up every
-                # order of the (reused) position id -> KeyError in Cache.orders_for_position (1.221).
-                self.cache.purge_closed_positions(now, buffer)
-                self.cache.purge_account_events(now, buffer)
 
     return NoOp, NoOpConfig, Sampler, SamplerConfig
 
@@ -297,12 +288,12 @@ def run_variant(
     sample_every: int,
     profile: Path | None,
     trace: bool = False,
-    purge_every: int = 0,
+    purger: bool = True,
 ) -> dict[str, Any]:
     """One variant in this process: build, run (timed), measure. Called in a fresh subprocess.
 
     ``trace`` runs tracemalloc from the start (slow) and reports the allocation sites that grew most
-    between 10 % of the run and its end; ``purge_every`` purges the cache every that many bars."""
+    between 10 % of the run and its end; ``purger`` adds the :class:`~sage.nodes.cache_purge.CachePurger`."""
     import logging
 
     logging.getLogger("sage").setLevel(logging.ERROR)
@@ -352,10 +343,15 @@ def run_variant(
             bar_type=str(bar_type),
             every=sample_every,
             trace_at=n_bars // 10 if trace else 0,
-            purge_every=purge_every,
         )
     )
     engine.add_actor(sampler)
+    cache_purger = None
+    if purger:
+        from sage.nodes.cache_purge import CachePurger, CachePurgerConfig
+
+        cache_purger = CachePurger(CachePurgerConfig())
+        engine.add_actor(cache_purger)
     orders_seen: list[int] = [0]
     fills_seen: list[Any] = []
 
@@ -408,6 +404,9 @@ def run_variant(
     out["orders"] = orders_seen[0]
     out["orders_in_cache"] = cache.orders_total_count()
     out["positions_in_cache"] = len(cache.positions()) + len(cache.position_snapshots())
+    if cache_purger is not None:
+        counts = cache_purger.counts
+        out["purged_orders"], out["purged_positions"] = counts.orders, counts.positions
     out["fills"] = len(fills_seen)
     out["fills_digest"] = hashlib.sha256("".join(fills_seen).encode()).hexdigest()
     if strategy is not None:
@@ -467,8 +466,9 @@ def _spawn(variant: str, args: argparse.Namespace, result_path: Path, profile: P
     cmd = [
         sys.executable, "-m", "benchmarks.bench_full_stack", "--worker", variant, "--bars", str(args.bars),
         "--seed", str(args.seed), "--sample-every", str(args.sample_every), "--result", str(result_path),
-        "--purge-every", str(args.purge_every),
     ]  # fmt: skip
+    if args.no_purger:
+        cmd += ["--no-purger"]
     if profile is not None:
         cmd += ["--profile-out", str(profile)]
     if args.trace_memory and variant == "sage_streaming":
@@ -533,11 +533,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         help="tracemalloc the SAGE streaming run: top growth sites (slow)",
     )
     parser.add_argument(
-        "--purge-every",
-        type=int,
-        default=0,
-        help="purge closed positions and account events older than 1 h every N bars (default 0: never,"
-        " as the shipped configs; closed orders cannot be purged in a NETTING backtest)",
+        "--no-purger",
+        action="store_true",
+        help="run without sage's CachePurger (Nautilus then keeps every order, position and account event)",
     )
     parser.add_argument("--worker", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -557,7 +555,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             args.sample_every,
             args.profile_out,
             trace=args.trace_memory,
-            purge_every=args.purge_every,
+            purger=not args.no_purger,
         )
         args.result.write_text(json.dumps(result))
         return {}
@@ -566,10 +564,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"full-stack backtest: {args.bars:,} synthetic 1-minute bars (seed {args.seed}), one subprocess per variant"
     )
     print("engine settings (all variants): " + "; ".join(ENGINE_NOTES[:2]), flush=True)
-    if args.purge_every:
-        print(
-            f"cache purged every {args.purge_every:,} bars (closed orders/positions, account events older than 1 h)"
-        )
+    print(
+        "cache: no purger (everything kept)" if args.no_purger else "cache: CachePurger in every variant (defaults)"
+    )
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bench_full_stack_") as tmp:
         for variant in args.variants:
@@ -593,7 +590,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
     out: dict[str, float] = {"bars": float(args.bars)}
     print(
         f"\n{'variant':<30}{'wall s':>8}{'cpu s':>8}{'bars/s':>10}{'bars/s cpu':>11}{'first/last 10% bars/s':>23}"
-        f"{'orders':>8}{'fills':>8}{'peak RSS MB':>12}{'MB/100k bars':>13}"
+        f"{'orders':>8}{'in cache':>9}{'fills':>8}{'peak RSS MB':>12}{'MB/100k bars':>13}"
     )
     for variant, r in results.items():
         wall = r["run_wall_s"] + r.get("precompute_s", 0.0)
@@ -603,7 +600,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
         label = LABELS[variant] + (" +pre" if "precompute_s" in r else "")
         print(
             f"{label:<30}{wall:>8.1f}{cpu:>8.1f}{r['bars'] / wall:>10,.0f}{r['bars'] / cpu:>11,.0f}"
-            f"{f'{first:,.0f} / {last:,.0f}':>23}{r['orders']:>8,}{r['fills']:>8,}{r['peak_rss_mb']:>12,.0f}{growth:>13.1f}"
+            f"{f'{first:,.0f} / {last:,.0f}':>23}{r['orders']:>8,}{r['orders_in_cache']:>9,}{r['fills']:>8,}{r['peak_rss_mb']:>12,.0f}{growth:>13.1f}"
         )
         key = variant
         out[f"{key}_bars_per_s"] = r["bars"] / wall
@@ -613,6 +610,7 @@ def report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict
         out[f"{key}_peak_rss_mb"] = r["peak_rss_mb"]
         out[f"{key}_growth_mb_per_100k"] = growth
         out[f"{key}_orders"] = float(r["orders"])
+        out[f"{key}_orders_in_cache_at_end"] = float(r["orders_in_cache"])
         out[f"{key}_fills"] = float(r["fills"])
         out[f"{key}_first_tenth_bars_per_s"] = first
         out[f"{key}_last_tenth_bars_per_s"] = last

@@ -4,17 +4,23 @@ The YAML is a NautilusTrader ``BacktestRunConfig`` verbatim (venues / data / eng
 Nautilus user already knows applies and nothing is re-invented. sage adds only what a command line
 needs: a ``--catalog`` override for every data entry, config errors that name the offending key, and
 the run's reports (fills, positions, account) collected before the engine is disposed.
+
+When a :class:`sage.nodes.cache_purge.CachePurger` is among the run's actors, the reports and the result's
+totals/statistics come from the purger (archived + cached objects), so a bounded cache loses nothing.
+Published sage records are kept as Arrow tables in chunks, not as Python objects, while the run lasts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pandas as pd
+import pyarrow as pa
 import yaml
 from nautilus_trader.backtest.node import BacktestNode
 from nautilus_trader.backtest.results import BacktestResult
@@ -100,10 +106,14 @@ class BacktestOutcome:
     published: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: the sage exec algorithms' ``ParentReport``s (one per parent order that reached a terminal state)
     parents: list[Any] = field(default_factory=list)
+    #: what a ``CachePurger`` among the actors purged (``PurgeCounts``), None without one
+    purge: Any = None
 
 
 def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
     """Run one ``BacktestRunConfig`` with a ``BacktestNode`` and collect its reports."""
+    from sage.nodes.cache_purge import find_purger
+
     node = BacktestNode(configs=[config])
     try:
         node.build()  # engines exist now, so we can listen on their message bus before running
@@ -114,33 +124,84 @@ def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
         if not results:
             raise RuntimeError("BacktestNode produced no result (see the Nautilus log above)")
         engine = node.get_engine(config.id)
-        trader = engine.trader
+        purger = find_purger(engine.trader.actors())
+        reporter = engine.trader if purger is None else purger
+        result = results[0]
+        if purger is not None:
+            run_analysis = config.engine.run_analysis if config.engine is not None else True
+            result = purger.backtest_result(engine, run_analysis=run_analysis)
         account = {
-            str(venue_cfg.name): trader.generate_account_report(_venue(venue_cfg.name))
+            str(venue_cfg.name): reporter.generate_account_report(_venue(venue_cfg.name))
             for venue_cfg in config.venues
         }
         return BacktestOutcome(
-            result=results[0],
-            fills=trader.generate_fills_report(),
-            orders=trader.generate_order_fills_report(),
-            positions=trader.generate_positions_report(),
+            result=result,
+            fills=reporter.generate_fills_report(),
+            orders=reporter.generate_order_fills_report(),
+            positions=reporter.generate_positions_report(),
             account=account,
-            published={name: pd.DataFrame([r.to_dict() for r in rows]) for name, rows in published.items() if rows},
+            published={name: frame for name, rec in published.items() if (frame := rec.frame()) is not None},
             parents=parents,
+            purge=None if purger is None else purger.counts,
         )
     finally:
         node.dispose()
 
 
-def _listen_for_sage_records(engine: Any) -> dict[str, list[Any]]:
+class _RecordCollector:
+    """Collects one sage record type from the message bus as Arrow tables of ``chunk_rows`` rows.
+
+    Python objects (one per bar for ``RegimeData``) are held only until their chunk is full, so a long
+    run keeps columnar memory instead of millions of objects. :meth:`frame` gives the frame the old
+    ``pd.DataFrame([r.to_dict() for r in records])`` gave: a ``type`` column then the fields, vectors as
+    lists, in publication order.
+    """
+
+    def __init__(self, cls: Any, chunk_rows: int = 10_000) -> None:
+        self.cls = cls
+        self.chunk_rows = chunk_rows
+        self.pending: list[Any] = []
+        self.tables: list[pa.Table] = []
+        self.foreign = 0
+
+    def __call__(self, record: Any) -> None:
+        if type(record) is not self.cls:  # a topic-prefix match of another type: not this collector's
+            self.foreign += 1
+            return
+        self.pending.append(record)
+        if len(self.pending) >= self.chunk_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.tables.append(self.cls.objects_to_table(self.pending))
+            self.pending = []
+
+    def frame(self) -> pd.DataFrame | None:
+        self.flush()
+        if self.foreign:
+            logging.getLogger("sage").warning(
+                f"{self.foreign} record(s) on the data.{self.cls.__name__}* topics were not "
+                f"{self.cls.__name__} and are not in BacktestOutcome.published"
+            )
+        if not self.tables:
+            return None
+        table = pa.concat_tables(self.tables)
+        columns: dict[str, Any] = {"type": [self.cls.__name__] * table.num_rows}
+        for name in table.column_names:  # the type's fields in to_dict() order
+            columns[name] = table.column(name).to_pylist()
+        return pd.DataFrame(columns)
+
+
+def _listen_for_sage_records(engine: Any) -> dict[str, _RecordCollector]:
     """Subscribe to every sage custom-data topic (``data.<Type>`` plus any metadata suffix)."""
     from sage.data.types import SAGE_DATA_TYPES
 
-    published: dict[str, list[Any]] = {}
+    published: dict[str, _RecordCollector] = {}
     for cls in SAGE_DATA_TYPES:
-        rows: list[Any] = []
-        published[cls.__name__] = rows
-        engine.kernel.msgbus.subscribe(topic=f"data.{cls.__name__}*", handler=rows.append)
+        collector = _RecordCollector(cls)
+        published[cls.__name__] = collector
+        engine.kernel.msgbus.subscribe(topic=f"data.{cls.__name__}*", handler=collector)
     return published
 
 

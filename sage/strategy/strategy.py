@@ -224,6 +224,9 @@ class SageStrategy(Strategy):
             self.log.error(f"instrument {self.instrument_id} not in the cache; stopping")
             self.stop()
             return
+        self._open_position_ids = {
+            p.id for p in self.cache.positions_open(instrument_id=self.instrument_id, strategy_id=self.id)
+        }  # positions restored from a previous run (live restarts)
         self.ensemble = AgentEnsemble.load(self.config.agents)
         self.ensemble.check_schema(self._features.schema)
         if self.config.risk_model == "rules":
@@ -271,6 +274,7 @@ class SageStrategy(Strategy):
         self._entry_pending = False
         self._entry_ids: set[Any] = set()  # entry primaries whose spawn group may still be working
         self._account: Any = None  # the venue account, once it exists
+        self._open_position_ids: set[Any] = set()  # this strategy's open positions on the instrument
         self._flattening = False
         self._entry_risk = 0.0
         self._bars_since_exit = 1000
@@ -602,6 +606,7 @@ class SageStrategy(Strategy):
 
     def on_position_opened(self, event: PositionOpened) -> None:
         if event.instrument_id == self.instrument_id:
+            self._open_position_ids.add(event.position_id)
             self._bars_held = 0
             self._sync_protection()
 
@@ -612,6 +617,7 @@ class SageStrategy(Strategy):
     def on_position_closed(self, event: PositionClosed) -> None:
         if event.instrument_id != self.instrument_id:
             return
+        self._open_position_ids.discard(event.position_id)
         if self._entry_risk > 0:
             self.portfolio_risk.record_trade(event.realized_pnl.as_double() / self._entry_risk)
         self._bars_held = 0
@@ -664,11 +670,12 @@ class SageStrategy(Strategy):
                 return None
         balance = account.balance_total(account.base_currency or self.instrument.quote_currency)
         equity = balance.as_double() if balance is not None else 0.0
-        positions = self.cache.positions_open(instrument_id=self.instrument_id, strategy_id=self.id)
-        if positions:
+        if self._open_position_ids:  # tracked from position events: a cache query per bar was the cost here
             mark = self.instrument.make_price(price)
-            for position in positions:
-                equity += position.unrealized_pnl(mark).as_double()
+            for position_id in self._open_position_ids:
+                position = self.cache.position(position_id)
+                if position is not None and position.is_open:
+                    equity += position.unrealized_pnl(mark).as_double()
         return equity
 
     def _account_vector(self, close: float) -> np.ndarray:

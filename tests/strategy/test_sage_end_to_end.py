@@ -77,7 +77,8 @@ def test_the_strategy_trades_and_explains_every_decision(run_a):
 
 def test_live_regimes_and_precomputed_regimes_give_the_same_run(catalog, run_a):
     run_b = run_backtest(load_backtest_config(CONFIG_B, catalog=catalog))
-    assert not load_backtest_config(CONFIG_B, catalog=catalog).engine.actors  # regimes come from the catalog
+    actors = [a.actor_path for a in load_backtest_config(CONFIG_B, catalog=catalog).engine.actors]
+    assert actors == ["sage.nodes.cache_purge:CachePurger"]  # no RegimeActor: regimes come from the catalog
     pd.testing.assert_frame_equal(_decisions(run_a), _decisions(run_b))
     pd.testing.assert_frame_equal(_fills(run_a), _fills(run_b))
 
