@@ -36,7 +36,7 @@ bench: catalog
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 soak: catalog
-	$(BIN)/python -m pytest -m soak -s tests/reliability/test_soak.py
+	$(BIN)/python -m pytest -m soak -s tests/reliability/
 
 clean-catalog:
 	rm -rf $(CATALOG)

@@ -50,6 +50,16 @@ def _cmd_catalog_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_catalog_clean(args: argparse.Namespace) -> int:
+    from sage.data.catalog_clean import clean_catalog
+
+    if not Path(args.catalog).is_dir():
+        raise UserError(f"catalog {args.catalog} does not exist")
+    report = clean_catalog(Path(args.catalog), dry_run=args.dry_run, min_age_s=args.min_age_mins * 60.0)
+    console.print(str(report), markup=False, highlight=False)
+    return 1 if report.errors else 0
+
+
 def _cmd_catalog_synthetic(args: argparse.Namespace) -> int:
     from sage.data.synthetic import SyntheticMarketConfig, write_synthetic_catalog
 
@@ -269,6 +279,20 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     info = catalog_sub.add_parser("info", help="list what a catalog holds")
     _add_catalog(info)
     info.set_defaults(func=_cmd_catalog_info)
+
+    clean = catalog_sub.add_parser(
+        "clean",
+        help="undo writes that were killed mid-commit and remove their staging leftovers",
+        description="Recover unfinished commits (journals left by a killed writer: the files it had already "
+        "renamed into place are removed, restoring the catalog) and delete hidden staging directories and "
+        "temp files. Only items older than --min-age-mins are touched, so a running writer is never disturbed.",
+    )
+    _add_catalog(clean)
+    clean.add_argument("--dry-run", action="store_true", help="list what would be removed, change nothing")
+    clean.add_argument(
+        "--min-age-mins", type=float, default=10.0, help="leave items younger than this alone (default 10)"
+    )
+    clean.set_defaults(func=_cmd_catalog_clean)
 
     synth = catalog_sub.add_parser("synthetic", help="write a synthetic regime-switching market")
     _add_catalog(synth)

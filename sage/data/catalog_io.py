@@ -15,9 +15,10 @@ Nautilus's own. (3) commit — move every staged file into place with ``os.repla
 POSIX). Any failure in (2) or (3) moves already-committed files back, removes directories this call
 created and deletes the staging directory, so the catalog's files are byte-for-byte unchanged.
 
-Limits: the commit is atomic per file, not across files, so a power cut during step (3) can leave a
-subset of the new files (each one complete). Like Nautilus's catalog, this is not safe against two
-writers on the same catalog at once.
+Limits: the commit is atomic per file, not across files, so a process killed during step (3) can leave
+a subset of the new files (each one complete); the commit journal it leaves behind lets
+``sage catalog clean`` remove them again (:mod:`sage.data.commit_journal`). Like Nautilus's catalog,
+this is not safe against two writers on the same catalog at once.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from nautilus_trader.model.instruments import Instrument
 from nautilus_trader.persistence.catalog.parquet import ParquetDataCatalog
 from nautilus_trader.persistence.funcs import class_to_filename, urisafe_identifier
 from nautilus_trader.serialization.arrow.serializer import ArrowSerializer
+
+from sage.data.commit_journal import CommitJournal
 
 STAGING_PREFIX = ".staging-"
 
@@ -299,10 +302,13 @@ def commit_plan(plan: CatalogWritePlan) -> CatalogWriteResult:
             raise CatalogOverlapError(
                 f"refusing to overwrite existing catalog files: {', '.join(clashes)} (catalog unchanged)"
             )
-        for src, dest in pairs:
-            _make_dirs(dest.parent, created)
-            os.replace(src, dest)
-            moved.append((src, dest))
+        # A process killed between two renames leaves the journal behind: `sage catalog clean` then removes
+        # the files already moved (sage.data.commit_journal); an exception rolls back below as before.
+        with CommitJournal(root, [dest for _, dest in pairs]):
+            for src, dest in pairs:
+                _make_dirs(dest.parent, created)
+                os.replace(src, dest)
+                moved.append((src, dest))
     except BaseException as exc:
         # Staging first: it lives inside the catalog root, which the rollback may need to remove.
         if staging is not None:

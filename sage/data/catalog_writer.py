@@ -50,6 +50,7 @@ from nautilus_trader.persistence.catalog.parquet import (
 )
 from nautilus_trader.persistence.funcs import class_to_filename, urisafe_identifier
 
+from sage.data.commit_journal import CommitJournal
 from sage.data.types import SageData
 
 __all__ = ["CatalogWriteError", "custom_data_directory", "write_custom_data"]
@@ -108,7 +109,7 @@ def write_custom_data(
     cat = _local_catalog(catalog)
     table = _to_table(cls, data)
     plans = _plan(cat, cls, table, start, end)
-    return _commit(cls, plans, row_group_size or cat.max_rows_per_group, durable)
+    return _commit(cls, plans, row_group_size or cat.max_rows_per_group, durable, Path(cat.path))
 
 
 # -- preparation (no disk writes) -------------------------------------------------------------------
@@ -248,7 +249,9 @@ def _check_overlap(
 # -- commit (all or nothing) --------------------------------------------------------------------------
 
 
-def _commit(cls: type[SageData], plans: list[_FilePlan], row_group_size: int, durable: bool) -> list[Path]:
+def _commit(
+    cls: type[SageData], plans: list[_FilePlan], row_group_size: int, durable: bool, root: Path
+) -> list[Path]:
     created_dirs: list[Path] = []
     temps: list[Path] = []
     done: list[Path] = []
@@ -261,9 +264,12 @@ def _commit(cls: type[SageData], plans: list[_FilePlan], row_group_size: int, du
         for plan in plans:  # another writer may have added a file since _plan looked
             ts = plan.table.column("ts_init").to_numpy()
             _check_overlap(cls.__name__, plan.identifier, plan.directory, plan.start, plan.end, ts, None)
-        for plan, tmp in zip(plans, temps, strict=True):
-            os.replace(tmp, plan.path)
-            done.append(plan.path)
+        # A process killed between two renames leaves the journal: `sage catalog clean` then removes the
+        # renamed files (sage.data.commit_journal); an exception rolls back below and drops the journal.
+        with CommitJournal(root, [plan.path for plan in plans], durable=durable):
+            for plan, tmp in zip(plans, temps, strict=True):
+                os.replace(tmp, plan.path)
+                done.append(plan.path)
         if durable:
             for directory in {p.directory for p in plans}:
                 _fsync_dir(directory)
