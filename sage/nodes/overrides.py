@@ -13,6 +13,7 @@ import copy
 import re
 from typing import Any
 
+from sage.data.bar_types import bar_source, instrument_of
 from sage.nodes.backtest import ConfigError
 
 # Where instrument ids and bar types may appear in a BacktestRunConfig mapping.
@@ -37,12 +38,10 @@ def _venue_of(instrument_id: str) -> str:
 
 
 def _instrument_of_bar_type(bar_type: str) -> str:
-    # BarType strings are INSTRUMENT-STEP-AGG-PRICE-SOURCE; the symbol itself may contain '-'.
-    head = bar_type.split("@", 1)[0]
-    parts = head.rsplit("-", 4)
-    if len(parts) != 5:
-        raise ConfigError(f"{bar_type!r} is not a bar type (e.g. AAPL.XNAS-1-MINUTE-LAST-EXTERNAL)")
-    return parts[0]
+    try:
+        return instrument_of(bar_type)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _strings(node: Any, path: str = "$"):
@@ -176,8 +175,10 @@ def _override_instrument(raw: dict[str, Any], instrument: str) -> None:
 
 def _bar_source(bar_type: str) -> str:
     """``1-MINUTE-EXTERNAL`` of ``X-1-MINUTE-LAST-EXTERNAL``: how composite bar types name their source."""
-    spec = bar_type.split("@", 1)[0][len(_instrument_of_bar_type(bar_type)) + 1:].split("-")
-    return "-".join(spec[:2] + spec[3:])
+    try:
+        return bar_source(bar_type)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _override_bar_type(raw: dict[str, Any], old_bt: str, new_bt: str) -> None:

@@ -43,6 +43,7 @@ from nautilus_trader.model.orders import Order
 from nautilus_trader.trading.strategy import Strategy
 
 from sage.agents.observation import AGENTS, TACTICAL_AGENTS, account_features
+from sage.data.bar_types import aggregated_bar_type, bar_minutes, standard_name
 from sage.data.types import AgentSignal, DecisionRecord, RegimeData, RiskProposal
 from sage.execution import ALGORITHM_IDS, IMMEDIATE_ID, flatten_position
 from sage.execution.impact import TrailingMarketStats
@@ -145,17 +146,6 @@ class SageStrategyConfig(StrategyConfig, frozen=True, kw_only=True):
     decision_metadata: dict[str, str] | None = None
 
 
-def aggregated_bar_type(base: BarType, minutes: int) -> BarType:
-    """``minutes``-minute bars Nautilus aggregates internally from ``base`` (e.g. 1-minute EXTERNAL bars)."""
-    instrument, step, aggregation, price_type, source = str(base).split("@", 1)[0].rsplit("-", 4)
-    return BarType.from_str(f"{instrument}-{minutes}-MINUTE-{price_type}-INTERNAL@{step}-{aggregation}-{source}")
-
-
-def _standard(bar_type: BarType) -> str:
-    """The name a bar of ``bar_type`` carries (composite types lose their ``@...`` source)."""
-    return str(bar_type).split("@", 1)[0]
-
-
 class SageStrategy(Strategy):
     """Decides on every tactical bar; see the module docstring for the flow."""
 
@@ -204,7 +194,7 @@ class SageStrategy(Strategy):
         self._routes: dict[str, tuple[str, ...]] = {}
         for bar_type, role in roles:
             if bar_type is not None:
-                name = _standard(bar_type)
+                name = standard_name(bar_type)
                 self._routes[name] = (*self._routes.get(name, ()), role)
         self.on_reset()
 
@@ -238,7 +228,7 @@ class SageStrategy(Strategy):
                 self.log.error(f"M-RMS {self.config.risk_model!r} unavailable, sizing with the rule fallback: {exc}")
                 self.risk_model = RuleRiskModel()
         self._market_stats = TrailingMarketStats(
-            bar_minutes=_bar_minutes(self.base_bar_type), tick_size=float(self.instrument.price_increment)
+            bar_minutes=bar_minutes(self.base_bar_type), tick_size=float(self.instrument.price_increment)
         )
         self.register_indicator_for_bars(self.tactical_bar_type, self.atr)
         self.kill_switch.attach(self)
@@ -742,11 +732,3 @@ class SageStrategy(Strategy):
 
 def _finite(x: float, default: float = 0.0) -> float:
     return x if math.isfinite(x) else default
-
-
-def _bar_minutes(bar_type: BarType) -> float:
-    _instrument, step, aggregation, _price, _source = str(bar_type).split("@", 1)[0].rsplit("-", 4)
-    unit = {"SECOND": 1 / 60, "MINUTE": 1.0, "HOUR": 60.0, "DAY": 1440.0}.get(aggregation)
-    if unit is None:
-        raise ValueError(f"SageStrategy needs time bars, got {bar_type}")
-    return int(step) * unit

@@ -70,6 +70,8 @@ from nautilus_trader.model.enums import OrderSide
 from nautilus_trader.model.identifiers import InstrumentId
 from nautilus_trader.trading.strategy import Strategy
 
+from sage.data.bar_types import instrument_of
+
 __all__ = [
     "DATASETS",
     "BuyAndHold",
@@ -319,7 +321,7 @@ def build_run_config(
     from sage.nodes.overrides import apply_overrides
 
     raw = apply_overrides(template, bar_type=spec.bar_type)
-    instrument = spec.bar_type.split("@", 1)[0].rsplit("-", 4)[0]
+    instrument = instrument_of(spec.bar_type)
     for venue in raw["venues"]:
         venue["starting_balances"] = [f"{config.starting_balance:.2f} USD"]
         if spec.per_contract_fee is None:
@@ -601,7 +603,7 @@ def evaluate_dataset(
         bars = bars.iloc[: config.max_bars]
     warmup = config.warmup_bars if config.warmup_bars is not None else spec.warmup_bars
     windows = window_bounds(len(bars), warmup, config.folds)
-    instrument = spec.bar_type.split("@", 1)[0].rsplit("-", 4)[0]
+    instrument = instrument_of(spec.bar_type)
     multiplier, increment = _instrument_spec(catalog, instrument)
     ts = bars.index.as_unit("ns").asi8
 
