@@ -98,24 +98,9 @@ def market_config(n_bars: int, seed: int = SEED):
 def market_bars(config) -> tuple[Any, Any, list]:
     """(instrument, bar type, Nautilus bars) of the synthetic market, exactly as
     :func:`sage.data.synthetic.write_synthetic_catalog` would store them."""
-    import numpy as np
-    from nautilus_trader.model.data import Bar
+    from sage.data.synthetic import synthetic_market_bars
 
-    from sage.data.synthetic import generate_bars, synthetic_bar_type, synthetic_instrument
-
-    instrument = synthetic_instrument(config)
-    bar_type = synthetic_bar_type(config, instrument.id)
-    frame = generate_bars(config)
-    ts = frame.index.asi8.astype(np.uint64)
-    bars = Bar.from_raw_arrays_to_list(
-        bar_type,
-        instrument.price_precision,
-        instrument.size_precision,
-        *(frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume")),
-        ts,
-        ts,
-    )
-    return instrument, bar_type, bars
+    return synthetic_market_bars(config)
 
 
 # -- the engine -----------------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ from nautilus_trader.persistence.catalog.parquet import (
 )
 from nautilus_trader.persistence.funcs import class_to_filename, urisafe_identifier
 
-from sage.data.commit_journal import CommitJournal
+from sage.data.commit_journal import CommitJournal, fsync_dir
 from sage.data.types import SageData
 
 __all__ = ["CatalogWriteError", "custom_data_directory", "write_custom_data"]
@@ -272,7 +272,7 @@ def _commit(
                 done.append(plan.path)
         if durable:
             for directory in {p.directory for p in plans}:
-                _fsync_dir(directory)
+                fsync_dir(directory)
     except BaseException:
         for path in (*temps, *done):
             with contextlib.suppress(FileNotFoundError):
@@ -310,10 +310,3 @@ def _write_parquet(table: pa.Table, path: Path, row_group_size: int, durable: bo
         finally:
             os.close(fd)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -58,13 +58,13 @@ class CommitJournal:
                 os.fsync(f.fileno())
         os.replace(tmp, self.path)
         if self.durable:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.path.unlink(missing_ok=True)
         if self.durable:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
 
 
 def journals(root: Path) -> list[Path]:
@@ -122,7 +122,8 @@ def _missing_dirs(root: Path, targets: Iterable[Path]) -> list[Path]:
     return sorted(missing, key=lambda d: len(d.parts))
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """Make a directory's entries (renames, new files) durable: fsync the directory itself."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

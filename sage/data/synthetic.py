@@ -827,6 +827,28 @@ def synthetic_bar_type(
     raise ValueError(f"bar_interval_ns {config.bar_interval_ns} is not a whole number of milliseconds")
 
 
+def nautilus_bars(frame: pd.DataFrame, bar_type: BarType, price_precision: int, size_precision: int) -> list[Bar]:
+    """Nautilus ``Bar`` objects from a :func:`generate_bars` frame (``ts_event == ts_init`` = bar close)."""
+    ts = frame.index.asi8.astype(np.uint64)
+    return Bar.from_raw_arrays_to_list(
+        bar_type,
+        price_precision,
+        size_precision,
+        *(frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume")),
+        ts,
+        ts,
+    )
+
+
+def synthetic_market_bars(config: SyntheticMarketConfig) -> tuple[Instrument, BarType, list[Bar]]:
+    """(instrument, bar type, Nautilus bars) of the synthetic market, exactly as
+    :func:`write_synthetic_catalog` stores them: what an in-memory ``BacktestEngine`` run needs."""
+    instrument = synthetic_instrument(config)
+    bar_type = synthetic_bar_type(config, instrument.id)
+    bars = nautilus_bars(generate_bars(config), bar_type, instrument.price_precision, instrument.size_precision)
+    return instrument, bar_type, bars
+
+
 def truth_path(catalog_path: str | os.PathLike[str], bar_type: BarType | str) -> Path:
     """Where the regime truth for ``bar_type`` lives: ``<catalog>/sage_truth/<bar_type>.parquet``."""
     return Path(catalog_path) / TRUTH_DIR / f"{urisafe_identifier(str(bar_type))}.parquet"
@@ -928,23 +950,10 @@ def write_synthetic_catalog(
             catalog.delete_data_range(cls, ident)
 
     bars = generate_bars(config)
-    ts_event = bars.index.asi8.astype(np.uint64)
-    price_prec = instrument.price_precision
-    size_prec = instrument.size_precision
     catalog.write_data([instrument])
     for lo in range(0, len(bars), WRITE_CHUNK):
-        hi = min(lo + WRITE_CHUNK, len(bars))
-        chunk = Bar.from_raw_arrays_to_list(
-            bar_type,
-            price_prec,
-            size_prec,
-            bars["open"].to_numpy()[lo:hi],
-            bars["high"].to_numpy()[lo:hi],
-            bars["low"].to_numpy()[lo:hi],
-            bars["close"].to_numpy()[lo:hi],
-            bars["volume"].to_numpy()[lo:hi],
-            ts_event[lo:hi],
-            ts_event[lo:hi],
+        chunk = nautilus_bars(
+            bars.iloc[lo : lo + WRITE_CHUNK], bar_type, instrument.price_precision, instrument.size_precision
         )
         catalog.write_data(chunk)
         del chunk
@@ -961,8 +970,8 @@ def write_synthetic_catalog(
             hi = min(lo + WRITE_CHUNK, n_trades)
             chunk_t = TradeTick.from_raw_arrays_to_list(
                 instrument.id,
-                price_prec,
-                size_prec,
+                instrument.price_precision,
+                instrument.size_precision,
                 prices[lo:hi],
                 sizes[lo:hi],
                 sides[lo:hi],

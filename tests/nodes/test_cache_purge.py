@@ -28,13 +28,7 @@ from nautilus_trader.model.identifiers import ExecAlgorithmId, InstrumentId
 from nautilus_trader.model.objects import Money
 from nautilus_trader.trading.strategy import Strategy
 
-from sage.data.synthetic import (
-    SyntheticMarketConfig,
-    generate_bars,
-    synthetic_bar_type,
-    synthetic_instrument,
-    write_synthetic_catalog,
-)
+from sage.data.synthetic import SyntheticMarketConfig, synthetic_market_bars, write_synthetic_catalog
 from sage.data.types import RegimeData
 from sage.execution import PARENT_TOPIC, IcebergConfig, IcebergExecAlgorithm, TWAPConfig, TWAPExecAlgorithm
 from sage.nodes.backtest import BacktestOutcome, _RecordCollector, load_backtest_config, run_backtest
@@ -49,20 +43,7 @@ _SNAPSHOT_UUID = re.compile(r"-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[
 
 
 def _bars(n_bars: int, seed: int = 7) -> tuple[Any, BarType, list[Bar]]:
-    config = SyntheticMarketConfig(seed=seed, n_bars=n_bars)
-    instrument = synthetic_instrument(config)
-    bar_type = synthetic_bar_type(config, instrument.id)
-    frame = generate_bars(config)
-    ts = frame.index.asi8.astype("uint64")
-    bars = Bar.from_raw_arrays_to_list(
-        bar_type,
-        instrument.price_precision,
-        instrument.size_precision,
-        *(frame[k].to_numpy() for k in ("open", "high", "low", "close", "volume")),
-        ts,
-        ts,
-    )
-    return instrument, bar_type, bars
+    return synthetic_market_bars(SyntheticMarketConfig(seed=seed, n_bars=n_bars))
 
 
 class CountSamplerConfig(ActorConfig, frozen=True):
