@@ -40,16 +40,18 @@ from sage.features.matrices import STRATEGIC_COLUMNS, TACTICAL_COLUMNS
 from sage.features.schema import DEFAULT_SCHEMA, FeatureSchema, SchemaMismatchError
 from sage.models.policy import DEFAULT_POLICY, MultiAgentPolicy, PolicyConfig
 from sage.models.registry import (
-    CorruptCheckpointError,
     ModelManifest,
     ModelSchemaMismatchError,
     load_checkpoint,
     save_checkpoint,
-    utc_now_iso,
 )
+from sage.models.schema_checkpoint import schema_manifest, verified_feature_schema
 
 KIND: str = "sage.agents-policy"
 """Registry kind of an agents checkpoint."""
+
+INPUT_NAMES: tuple[str, ...] = (*TACTICAL_COLUMNS, *STRATEGIC_COLUMNS, *ACCOUNT_FEATURES)
+"""Every model input: tactical columns, strategic columns, then account features (manifest order)."""
 
 DEFAULT_NAME: str = "agents-default"
 """Shipped checkpoint ``load("default")`` resolves to."""
@@ -194,16 +196,12 @@ class AgentEnsemble:
         target = resolve_name(name_or_path)
         manifest, state_dict = load_checkpoint(target, kind=KIND, expected_for=expected_for)
         policy = built["policy"]
-        try:
-            feature_schema = FeatureSchema.from_json(manifest.feature_schema)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise CorruptCheckpointError(f"{target}: manifest feature_schema is invalid: {exc}") from exc
-        if feature_schema.hash != manifest.feature_schema_hash:
-            raise CorruptCheckpointError(f"{target}: feature_schema does not hash to feature_schema_hash")
-        if input_hash(policy.config, feature_schema) != manifest.input_hash:
-            raise CorruptCheckpointError(
-                f"{target}: the manifest's input_hash does not match its architecture and feature schema"
-            )
+        feature_schema = verified_feature_schema(
+            target,
+            manifest,
+            input_hash_of=lambda fs: input_hash(policy.config, fs),
+            input_names=INPUT_NAMES,
+        )
         policy.load_state_dict(state_dict, strict=True)
         ensemble = cls(policy, feature_schema, manifest)
         if schema is not None:
@@ -221,18 +219,17 @@ class AgentEnsemble:
         created: str | None = None,
     ) -> ModelManifest:
         """Write the agents as a registry checkpoint; returns (and keeps) the written manifest."""
-        manifest = ModelManifest(
+        manifest = schema_manifest(
             name=name,
             kind=KIND,
             version=version,
-            created=created or utc_now_iso(),
-            architecture=msgspec.to_builtins(self.config),
-            feature_schema=self.feature_schema.to_json(),
-            feature_schema_hash=self.feature_schema.hash,
+            config=self.config,
+            feature_schema=self.feature_schema,
             input_hash=input_hash(self.config, self.feature_schema),
-            input_names=[*TACTICAL_COLUMNS, *STRATEGIC_COLUMNS, *ACCOUNT_FEATURES],
-            training=training or {},
-            metrics=metrics or {},
+            input_names=INPUT_NAMES,
+            training=training,
+            metrics=metrics,
+            created=created,
         )
         self.manifest = save_checkpoint(directory, self.policy.state_dict(), manifest)
         return self.manifest

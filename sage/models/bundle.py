@@ -66,8 +66,8 @@ from sage.models.registry import (
     load_checkpoint,
     read_sidecar,
     save_checkpoint,
-    utc_now_iso,
 )
+from sage.models.schema_checkpoint import schema_manifest, verified_feature_schema
 
 KIND: str = "sage.regime-bundle"
 """Registry kind of a regime bundle checkpoint."""
@@ -714,22 +714,10 @@ class RegimeModelBundle:
 
         manifest, state_dict = load_checkpoint(name_or_path, kind=KIND, expected_for=expected_for)
         net = built["net"]
-        try:
-            feature_schema = FeatureSchema.from_json(manifest.feature_schema)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise CorruptCheckpointError(
-                f"{name_or_path}: manifest feature_schema is invalid: {exc}"
-            ) from exc
         inputs = net.config.inputs
-        problems = []
-        if feature_schema.hash != manifest.feature_schema_hash:
-            problems.append("feature_schema does not hash to feature_schema_hash")
-        if inputs.hash(feature_schema) != manifest.input_hash:
-            problems.append("architecture.inputs does not hash to input_hash")
-        if list(inputs.columns) != list(manifest.input_names):
-            problems.append("input_names differ from architecture.inputs.columns")
-        if problems:
-            raise CorruptCheckpointError(f"{name_or_path}: inconsistent manifest: {'; '.join(problems)}")
+        feature_schema = verified_feature_schema(
+            name_or_path, manifest, input_hash_of=inputs.hash, input_names=inputs.columns
+        )
         net.load_state_dict(state_dict, strict=True)
         reference = None
         if REFERENCE_FILE in manifest.sidecars:
@@ -773,18 +761,17 @@ class RegimeModelBundle:
         sidecars = {}
         if self.reference is not None:
             sidecars[REFERENCE_FILE] = msgspec.json.encode(self.reference)
-        manifest = ModelManifest(
+        manifest = schema_manifest(
             name=name,
             kind=KIND,
             version=version,
-            created=created or utc_now_iso(),
-            architecture=msgspec.to_builtins(self.config),
-            feature_schema=self.feature_schema.to_json(),
-            feature_schema_hash=self.feature_schema.hash,
+            config=self.config,
+            feature_schema=self.feature_schema,
             input_hash=self.schema_hash,
-            input_names=list(self.input_names),
-            training=training or {},
-            metrics=metrics or {},
+            input_names=self.input_names,
+            training=training,
+            metrics=metrics,
+            created=created,
         )
         self.manifest = save_checkpoint(directory, self.net.state_dict(), manifest, sidecars)
         return self.manifest
