@@ -440,13 +440,14 @@ class SageData(Data):
         # Each field first tries its compiled fast check (plain Python values that are plainly valid);
         # anything else -- numpy scalars, strings for instruments, NaN where it may be an error, every
         # invalid value -- goes through ``FieldSpec.coerce``, which converts or raises the documented error.
-        for spec, slot, fast in self._FAST:
+        converted = []
+        for spec, _slot, fast in self._FAST:
             value = values[spec.name]
             try:
-                v = fast(value)
+                converted.append(fast(value))
             except _NotFast:
-                v = spec.coerce(value, type(self).__name__)
-            setattr(self, slot, v)
+                converted.append(spec.coerce(value, type(self).__name__))
+        self._SET_ALL(self, *converted)  # compiled slot stores, as the Arrow decoder uses
 
     @property
     def ts_event(self) -> int:
