@@ -361,7 +361,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "precompute",
         help="run the regime detector in batch over catalog bars and write RegimeData",
         description="Same records as the RegimeActor publishes live (latency_us aside); a BacktestNode "
-        "replays them with BacktestDataConfig(data_cls='sage.data.types:RegimeData', client_id=...).",
+        "replays them with BacktestDataConfig(data_cls='sage.data.types:RegimeData', client_id=...) "
+        "(configs/sage_replay.yaml) or, for long runs with bounded memory, with the RegimeReplayActor "
+        "(configs/sage_replay_chunked.yaml, docs/regime_replay.md).",
     )
     _add_catalog(pre)
     pre.add_argument("--bar-type", required=True, help="bars in the catalog, e.g. ESU3.XCME-1-MINUTE-LAST-EXTERNAL")

@@ -82,6 +82,12 @@ def load_backtest_config(
             entry["catalog_path"] = str(Path(catalog).resolve())
         elif not entry.get("catalog_path"):
             raise ConfigError(f"{path}: data[{i}].catalog_path is empty; pass --catalog PATH")
+    from sage.regime.replay import ReplayError, resolve_replay_catalogs
+
+    try:  # a RegimeReplayActor reads the run's catalog too (configs/sage_replay_chunked.yaml)
+        resolve_replay_catalogs(raw, catalog)
+    except ReplayError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     # Keep engines until reports are collected; run_backtest disposes them.
     raw["dispose_on_completion"] = False
     raw.setdefault("raise_exception", True)
