@@ -120,9 +120,12 @@ def _print_outcome(outcome) -> None:
     for name, value in result.stats_returns.items():
         table.add_row(name, f"{value:,.4f}" if isinstance(value, float) else str(value))
     console.print(table)
-    regimes = outcome.published.get("RegimeData")
-    if regimes is not None and len(regimes):
-        _print_regimes(regimes)
+    if "RegimeData" in outcome.published:  # only the summary's columns: a long run has a record per bar
+        wanted = ["instrument_id", "label", "fallback_level", "uncertainty"]
+        columns = getattr(outcome.published, "columns", None)
+        regimes = columns("RegimeData", wanted) if columns else outcome.published["RegimeData"][wanted]
+        if len(regimes):
+            _print_regimes(regimes)
     decisions = outcome.published.get("DecisionRecord")
     if decisions is not None and len(decisions):
         _print_decisions(decisions)

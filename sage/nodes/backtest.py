@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import yaml
@@ -108,8 +110,9 @@ class BacktestOutcome:
     positions: pd.DataFrame
     account: dict[str, pd.DataFrame] = field(default_factory=dict)
     #: sage records published on the message bus during the run, by type name (e.g. "RegimeData"),
-    #: as a frame of their fields (one row per record, in publication order).
-    published: dict[str, pd.DataFrame] = field(default_factory=dict)
+    #: as a frame of their fields (one row per record, in publication order). From ``run_backtest`` a
+    #: :class:`PublishedRecords`: Arrow tables, each turned into its frame only when asked for.
+    published: Mapping[str, pd.DataFrame] = field(default_factory=dict)
     #: the sage exec algorithms' ``ParentReport``s (one per parent order that reached a terminal state)
     parents: list[Any] = field(default_factory=list)
     #: what a ``CachePurger`` among the actors purged (``PurgeCounts``), None without one
@@ -146,7 +149,9 @@ def run_backtest(config: BacktestRunConfig) -> BacktestOutcome:
             orders=reporter.generate_order_fills_report(),
             positions=reporter.generate_positions_report(),
             account=account,
-            published={name: frame for name, rec in published.items() if (frame := rec.frame()) is not None},
+            published=PublishedRecords(
+                {name: table for name, rec in published.items() if (table := rec.table()) is not None}
+            ),
             parents=parents,
             purge=None if purger is None else purger.counts,
         )
@@ -183,7 +188,8 @@ class _RecordCollector:
             self.tables.append(self.cls.objects_to_table(self.pending))
             self.pending = []
 
-    def frame(self) -> pd.DataFrame | None:
+    def table(self) -> pa.Table | None:
+        """Every record collected, in publication order (None if there was none)."""
         self.flush()
         if self.foreign:
             logging.getLogger("sage").warning(
@@ -192,11 +198,65 @@ class _RecordCollector:
             )
         if not self.tables:
             return None
-        table = pa.concat_tables(self.tables)
-        columns: dict[str, Any] = {"type": [self.cls.__name__] * table.num_rows}
-        for name in table.column_names:  # the type's fields in to_dict() order
-            columns[name] = table.column(name).to_pylist()
-        return pd.DataFrame(columns)
+        return pa.concat_tables(self.tables)
+
+    def frame(self) -> pd.DataFrame | None:
+        table = self.table()
+        return None if table is None else records_frame(table)
+
+
+def records_frame(table: pa.Table, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """The frame ``pd.DataFrame([r.to_dict() for r in records])`` gives, from the records' Arrow table:
+    a ``type`` column, then the fields (vectors as lists; integers int64). ``columns`` limits it to
+    those fields (and skips the ``type`` column), which is cheap for scalar fields."""
+    name = table.schema.metadata.get(b"sage_type", b"").decode() if table.schema.metadata else ""
+    out: dict[str, Any] = {} if columns is not None else {"type": [name] * table.num_rows}
+    for field_name in columns if columns is not None else table.column_names:  # to_dict() order
+        column = table.column(field_name)
+        if pa.types.is_integer(column.type):
+            out[field_name] = column.to_numpy().astype(np.int64)
+        elif pa.types.is_floating(column.type):
+            out[field_name] = column.to_numpy()
+        else:
+            out[field_name] = column.to_pylist()
+    return pd.DataFrame(out, index=pd.RangeIndex(table.num_rows))
+
+
+class PublishedRecords(Mapping[str, pd.DataFrame]):
+    """Published sage records by type name, kept as Arrow tables (a few hundred bytes per record).
+
+    Why: a long run publishes one ``RegimeData`` per bar; a frame of Python objects (vectors as lists)
+    costs several times the columnar table. ``published[name]`` builds the full frame on first use and
+    caches it; :meth:`table` and :meth:`columns` serve consumers that need less (saving a run, summaries).
+    """
+
+    def __init__(self, tables: Mapping[str, pa.Table]) -> None:
+        self._tables = {name: t for name, t in tables.items() if t.num_rows}
+        self._frames: dict[str, pd.DataFrame] = {}
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._frames:
+            self._frames[name] = records_frame(self._tables[name])
+        return self._frames[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tables)
+
+    def __len__(self) -> int:
+        return len(self._tables)
+
+    def table(self, name: str) -> pa.Table:
+        """The records of type ``name`` as an Arrow table in the type's schema."""
+        return self._tables[name]
+
+    def rows(self, name: str) -> int:
+        """Number of records of type ``name`` (0 if none)."""
+        table = self._tables.get(name)
+        return 0 if table is None else table.num_rows
+
+    def columns(self, name: str, columns: Sequence[str]) -> pd.DataFrame:
+        """Only ``columns`` of the records of type ``name`` (no ``type`` column)."""
+        return records_frame(self._tables[name], columns)
 
 
 def _listen_for_sage_records(engine: Any) -> dict[str, _RecordCollector]:

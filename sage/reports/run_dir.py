@@ -222,22 +222,40 @@ def _read_frame(path: Path) -> pd.DataFrame:
     return df
 
 
-def _write_records(name: str, frame: pd.DataFrame, path: Path) -> None:
-    """A published-records frame through the type's own Arrow schema (validated, typed vectors)."""
+def _write_records(name: str, records: pd.DataFrame | pa.Table, path: Path) -> None:
+    """Published records (a frame, or the Arrow table ``run_backtest`` keeps) through the type's own
+    Arrow schema (validated, typed vectors)."""
     from sage.data import types as sage_types
 
     cls = getattr(sage_types, name, None)
-    columns = frame.drop(columns=["type"], errors="ignore")
+    if isinstance(records, pa.Table):
+        source: Any = records
+    else:
+        columns = records.drop(columns=["type"], errors="ignore")
+        if cls is None or not hasattr(cls, "columns_to_table"):
+            _write_frame(columns, path)
+            return
+        source = {c: columns[c].to_list() for c in columns.columns}
     if cls is None or not hasattr(cls, "columns_to_table"):
-        _write_frame(columns, path)
-        return
-    table = cls.columns_to_table({c: columns[c].to_list() for c in columns.columns})
+        raise TypeError(f"{name}: not a sage record type, cannot write its Arrow table")
+    table = cls.columns_to_table(source)
     pq.write_table(table, path)
     # The same records in a ParquetDataCatalog beside the run (RUN/catalog), so Nautilus users can
     # query them (catalog.query(DecisionRecord)) or replay them in another BacktestNode.
     from sage.data.catalog_writer import write_custom_data
 
     write_custom_data(path.parent / "catalog", cls, table.sort_by("ts_init"), durable=False)
+
+
+def _record_count(published: Any, name: str) -> int:
+    """Rows of one record type without building its frame when the outcome keeps Arrow tables."""
+    rows = getattr(published, "rows", None)
+    return rows(name) if rows is not None else len(published[name])
+
+
+def _record_source(published: Any, name: str) -> pd.DataFrame | pa.Table:
+    table = getattr(published, "table", None)
+    return table(name) if table is not None else published[name]
 
 
 def _plain(value: Any) -> Any:
@@ -412,7 +430,7 @@ def save_run(
         "bar_types": sorted(bars),
         "instruments": instruments,
         "traded_instruments": traded,
-        "records": {name: len(df) for name, df in outcome.published.items()},
+        "records": {name: _record_count(outcome.published, name) for name in outcome.published},
         "sage_version": sage.__version__,
         "saved_at": time.time_ns(),
     }
@@ -432,10 +450,10 @@ def save_run(
         (staging / "bars").mkdir()
         for bar_type, frame in bars.items():
             frame.to_parquet(staging / "bars" / f"{bar_type.replace('/', '_')}.parquet")
-        for name, frame in outcome.published.items():
+        for name in outcome.published:
             stem = RECORD_FILES.get(name, name)
-            if len(frame):
-                _write_records(name, frame, staging / f"{stem}.parquet")
+            if _record_count(outcome.published, name):
+                _write_records(name, _record_source(outcome.published, name), staging / f"{stem}.parquet")
         if len(parents_df):
             _write_frame(parents_df, staging / "parents.parquet")
         from sage.execution.tca import write_tca_parquet

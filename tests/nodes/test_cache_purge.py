@@ -31,7 +31,13 @@ from nautilus_trader.trading.strategy import Strategy
 from sage.data.synthetic import SyntheticMarketConfig, synthetic_market_bars, write_synthetic_catalog
 from sage.data.types import RegimeData
 from sage.execution import PARENT_TOPIC, IcebergConfig, IcebergExecAlgorithm, TWAPConfig, TWAPExecAlgorithm
-from sage.nodes.backtest import BacktestOutcome, _RecordCollector, load_backtest_config, run_backtest
+from sage.nodes.backtest import (
+    BacktestOutcome,
+    PublishedRecords,
+    _RecordCollector,
+    load_backtest_config,
+    run_backtest,
+)
 from sage.nodes.cache_purge import CachePurger, CachePurgerConfig
 
 SAGE_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "sage_backtest.yaml"
@@ -365,6 +371,11 @@ def test_record_collector_gives_the_frame_of_the_record_objects(sage_runs) -> No
     expected = pd.DataFrame([r.to_dict() for r in records])
     pd.testing.assert_frame_equal(collector.frame(), expected, check_exact=True)
     pd.testing.assert_frame_equal(collector.frame(), regimes.head(700), check_exact=True)
+    published = PublishedRecords({"RegimeData": collector.table()})  # what run_backtest returns
+    assert published.rows("RegimeData") == 700 and list(published) == ["RegimeData"]
+    pd.testing.assert_frame_equal(published["RegimeData"], expected, check_exact=True)
+    wanted = ["label", "fallback_level", "uncertainty", "ts_event"]
+    pd.testing.assert_frame_equal(published.columns("RegimeData", wanted), expected[wanted], check_exact=True)
 
 
 def test_config_rejects_bad_values() -> None:
