@@ -6,6 +6,7 @@ What it proves (issue 9, "a 1M-bar soak without unbounded growth of caches, buff
 backtests purge or bound what Nautilus keeps, without losing reports"):
 
 * memory: RSS after the warm-up chunk grows by less than 100 MB over the run;
+* latency: the CPU throughput of the last three chunks stays above 60 % of the first three after warm-up;
 * caches: the orders the cache holds stay bounded (the purger archives and removes closed ones), so the
   simulated venue's per-fill walk over a NETTING position's orders stays short and throughput holds;
 * reports: every fill seen on the message bus is in the purger-built fills report, every order in the
@@ -59,9 +60,9 @@ def test_million_bars_full_sage_stack_bounded_with_reports_complete() -> None:
         for start in range(0, N_BARS, CHUNK):
             chunk = bars[start : start + CHUNK]
             engine.add_data(chunk)
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # CPU time: the machine may be shared, and wall time follows the neighbours
             engine.run(streaming=True)
-            rates.append(len(chunk) / (time.perf_counter() - t0))
+            rates.append(len(chunk) / (time.process_time() - t0))
             engine.clear_data()
             del chunk
             gc.collect()
@@ -75,12 +76,15 @@ def test_million_bars_full_sage_stack_bounded_with_reports_complete() -> None:
         engine.dispose()
     print(f"\nfull-stack soak {N_BARS:,d} bars: RSS MB per chunk {np.round(rss_mb, 1).tolist()}")
     print(f"orders held by the cache per chunk {cached_orders}; purged {purger.counts}")
-    print(f"bars/s per chunk {np.round(rates, 0).tolist()}; fills {len(fills_seen):,d}")
+    print(f"bars/s (CPU) per chunk {np.round(rates, 0).tolist()}; fills {len(fills_seen):,d}")
     assert fills_seen, "the strategy never traded: the soak would not exercise the caches"
     steady = rss_mb[1:]
     assert max(steady) - steady[0] < 100, f"RSS grew {max(steady) - steady[0]:.0f} MB after warm-up"
     assert max(cached_orders[1:]) < 4 * max(cached_orders[0], 50), f"cache kept growing: {cached_orders}"
-    assert min(rates[1:]) > 0.5 * max(rates[1:]), f"throughput fell during the run: {rates}"
+    # How much trading a chunk holds varies with the market (entries cost more than holds), so compare the
+    # run's end with its start rather than single chunks: a cost that grows with the run shows up here.
+    early, late = np.mean(rates[1:4]), np.mean(rates[-3:])
+    assert late > 0.6 * early, f"throughput fell during the run: {np.round(rates).tolist()}"
     fills = reports["fills"]
     assert sorted(fills["trade_id"].astype(str)) == sorted(fills_seen), "fills report lost fills"
     last = reports[f"account.{instrument.id.venue}"]
