@@ -9,7 +9,12 @@ naming the bad value.
 from __future__ import annotations
 
 from nautilus_trader.model.data import BarSpecification, BarType
-from nautilus_trader.model.enums import AggregationSource, BarAggregation, bar_aggregation_to_str
+from nautilus_trader.model.enums import (
+    AggregationSource,
+    BarAggregation,
+    aggregation_source_to_str,
+    bar_aggregation_to_str,
+)
 
 __all__ = ["aggregated_bar_type", "bar_minutes", "bar_source", "instrument_of", "parse_bar_type", "standard_name"]
 
@@ -40,7 +45,7 @@ def bar_source(value: str | BarType) -> str:
     """``1-MINUTE-EXTERNAL`` of ``X-1-MINUTE-LAST-EXTERNAL``: how a composite bar type names its source."""
     bar_type = parse_bar_type(value).standard()
     spec = bar_type.spec
-    return f"{spec.step}-{bar_aggregation_to_str(spec.aggregation)}-{_source_name(bar_type.aggregation_source)}"
+    return f"{spec.step}-{bar_aggregation_to_str(spec.aggregation)}-{aggregation_source_to_str(bar_type.aggregation_source)}"
 
 
 def bar_minutes(value: str | BarType) -> float:
@@ -63,6 +68,3 @@ def aggregated_bar_type(base: str | BarType, minutes: int) -> BarType:
         source.aggregation_source,
     )
 
-
-def _source_name(source: AggregationSource) -> str:
-    return "EXTERNAL" if source == AggregationSource.EXTERNAL else "INTERNAL"

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sage.data.catalog_io import STAGING_PREFIX
-from sage.data.commit_journal import journals, recover
+from sage.data.commit_journal import journals, read_journal, recover
 
 DEFAULT_MIN_AGE_S = 600.0
 
@@ -114,11 +114,9 @@ def clean_catalog(catalog: Path, *, dry_run: bool = False, min_age_s: float = DE
 
 
 def _listed_files(journal: Path, report: CleanReport) -> list[Path]:
-    import json
-
     try:
-        targets = json.loads(journal.read_text(encoding="utf-8"))["targets"]
-    except (ValueError, KeyError, TypeError) as exc:
-        report.errors.append(f"{journal}: not a readable sage commit journal ({exc})")
+        targets, _dirs = read_journal(journal)
+    except ValueError as exc:
+        report.errors.append(str(exc))
         return []
-    return [journal.parent / t for t in targets if (journal.parent / t).is_file()]
+    return [t for t in targets if t.is_file()]

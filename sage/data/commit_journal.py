@@ -83,13 +83,7 @@ def recover(journal: Path) -> list[Path]:
     its catalog (it is then left in place for a human to look at).
     """
     journal = Path(journal)
-    root = journal.parent.resolve()
-    try:
-        body = json.loads(journal.read_text(encoding="utf-8"))
-        targets = [_inside(root, t) for t in body["targets"]]
-        dirs = [_inside(root, d) for d in body["dirs"]]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{journal}: not a readable sage commit journal ({exc})") from None
+    targets, dirs = read_journal(journal)
     removed = []
     for target in targets:
         if target.is_file():
@@ -102,6 +96,20 @@ def recover(journal: Path) -> list[Path]:
             pass  # not empty (another commit's files) or already gone
     journal.unlink()
     return removed
+
+
+def read_journal(journal: Path) -> tuple[list[Path], list[Path]]:
+    """(files the commit creates, directories it may create) as absolute paths inside the catalog.
+
+    Raises ``ValueError`` for a journal that is not valid JSON of this format or names a path outside
+    its catalog."""
+    journal = Path(journal)
+    root = journal.parent.resolve()
+    try:
+        body = json.loads(journal.read_text(encoding="utf-8"))
+        return [_inside(root, t) for t in body["targets"]], [_inside(root, d) for d in body["dirs"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{journal}: not a readable sage commit journal ({exc})") from None
 
 
 def _inside(root: Path, relative: str) -> Path:

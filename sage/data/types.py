@@ -432,7 +432,7 @@ class SageData(Data):
     _ALL: ClassVar[tuple[FieldSpec, ...]]
     _SLOTS: ClassVar[tuple[str, ...]]
     _SET_ALL: ClassVar[Callable[..., None]]
-    _FAST: ClassVar[tuple[tuple[FieldSpec, str, Callable[[Any], Any]], ...]]
+    _FAST: ClassVar[tuple[tuple[FieldSpec, Callable[[Any], Any]], ...]]
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -441,7 +441,7 @@ class SageData(Data):
         # anything else -- numpy scalars, strings for instruments, NaN where it may be an error, every
         # invalid value -- goes through ``FieldSpec.coerce``, which converts or raises the documented error.
         converted = []
-        for spec, _slot, fast in self._FAST:
+        for spec, fast in self._FAST:
             value = values[spec.name]
             try:
                 converted.append(fast(value))
@@ -749,7 +749,7 @@ def _finalize(cls: type[T]) -> type[T]:
     for spec in cls.FIELDS:
         setattr(cls, spec.name, property(operator.attrgetter(f"_{spec.name}"), doc=spec.doc))
     cls._SET_ALL = staticmethod(_slot_setter(cls._SLOTS))
-    cls._FAST = tuple((spec, slot, _fast_converter(spec)) for spec, slot in zip(cls._ALL, cls._SLOTS, strict=True))
+    cls._FAST = tuple((spec, _fast_converter(spec)) for spec in cls._ALL)  # same order as _SLOTS / _SET_ALL
     cls.SCHEMA = pa.schema(
         [pa.field(spec.name, spec.arrow_type, nullable=False) for spec in cls._ALL],
         metadata={"sage_type": cls.__name__, "sage_schema_version": SCHEMA_VERSION},

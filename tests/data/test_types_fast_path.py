@@ -107,7 +107,7 @@ def test_fast_path_taken_for_internal_values():
     """The values the package itself builds (Python floats/ints/tuples, InstrumentId) take the fast path."""
     from sage.data.types import RegimeData
 
-    fast = {spec.name: f for spec, _, f in RegimeData._FAST}
+    fast = {spec.name: f for spec, f in RegimeData._FAST}
     assert fast["confidence"](0.7) == 0.7
     assert fast["uncertainty"](math.nan) != fast["uncertainty"](math.nan)  # NaN allowed, returned as is
     assert fast["probabilities"]((0.1, 0.2, 0.3, 0.4)) == (0.1, 0.2, 0.3, 0.4)
